@@ -1,0 +1,24 @@
+/**
+ * @file kvcache.hpp
+ * @brief Umbrella header: every public header of kvcache's host library. CUDA-only types
+ * (cuda_resource, pinned_host_resource, cuda_async_pool_resource) are declared here too; their
+ * members are defined in kvcache::cuda, which is available where KVCACHE_HAS_CUDA is defined.
+ */
+#pragma once
+
+#include "kvcache/core/config.hpp"
+#include "kvcache/core/dtype.hpp"
+#include "kvcache/core/error.hpp"
+#include "kvcache/core/kv_layout.hpp"
+#include "kvcache/memory/buffer.hpp"
+#include "kvcache/memory/copy.hpp"
+#include "kvcache/memory/cuda_async_pool_resource.hpp"
+#include "kvcache/memory/cuda_resource.hpp"
+#include "kvcache/memory/host_resource.hpp"
+#include "kvcache/memory/limiting_adaptor.hpp"
+#include "kvcache/memory/memory_resource.hpp"
+#include "kvcache/memory/pinned_host_resource.hpp"
+#include "kvcache/memory/resource_ref.hpp"
+#include "kvcache/memory/space.hpp"
+#include "kvcache/memory/statistics_adaptor.hpp"
+#include "kvcache/memory/stream.hpp"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# On a machine with a GPU: builds the cuda preset (sm_90), runs every test (the gpu-labelled ones
+# must pass, not skip) and every GPU benchmark. Logs and JSON under $OUT (default ./gpu-out).
+# One call stays under 10 minutes on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+source scripts/cuda-env.sh
+jobs=$(nproc)
+status=0
+log() { echo "[gpu-check $(date +%T)] $*" | tee -a "$OUT/summary.txt"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv \
+  >"$OUT/gpu.txt" 2>&1 || true
+log "GPU: $(tail -n +2 "$OUT/gpu.txt" | head -1)"
+extra=()
+[[ -d .carry/include ]] && extra+=("-DCMAKE_CXX_FLAGS=-I$PWD/.carry/include" "-DCMAKE_CUDA_FLAGS=-I$PWD/.carry/include")
+if ! cmake --preset cuda "${extra[@]}" >"$OUT/configure.log" 2>&1; then
+  log "configure FAILED"; tail -30 "$OUT/configure.log"; exit 1
+fi
+if ! cmake --build --preset cuda -j "$jobs" >"$OUT/build.log" 2>&1; then
+  log "build FAILED"; grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1
+fi
+log "build ok"
+
+ctest --preset cuda -j 4 -LE gpu --timeout 600 >"$OUT/ctest-host.log" 2>&1 || status=1
+log "host tests: $(grep -E 'tests passed|tests failed' "$OUT/ctest-host.log" | tail -1)"
+ctest --preset cuda -L gpu --timeout 600 --output-on-failure >"$OUT/ctest-gpu.log" 2>&1 || status=1
+log "gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/ctest-gpu.log" | tail -1)"
+if grep -q "Skipped" "$OUT/ctest-gpu.log"; then log "a gpu test SKIPPED on a GPU machine"; status=1; fi
+grep -E "Passed|Failed|Skipped|\*\*\*" "$OUT/ctest-gpu.log" | tee -a "$OUT/summary.txt"
+
+for b in build/cuda/bench/kvcache-bench-*; do
+  name=$(basename "$b")
+  filter=${KVCACHE_BENCH_FILTER:-.}
+  if "$b" --benchmark_filter="$filter" --benchmark_min_time=0.2 \
+       --benchmark_out="$OUT/$name.json" --benchmark_out_format=json >"$OUT/$name.txt" 2>&1; then
+    log "$name ok"
+  else
+    log "$name FAILED"; status=1
+  fi
+done
+[[ -x build/cuda/bench/kvcache-bench-gpu-report ]] || true
+for f in "$OUT"/kvcache-bench-*.txt; do echo "== $(basename "$f")"; grep -vE "^-|^Run on|^CPU|^Load|^\*\*\*|L[123]" "$f" | cut -c1-150; done
+log "done: status $status"
+exit $status
