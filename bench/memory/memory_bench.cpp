@@ -129,4 +129,4 @@ void bm_cuda_memcpy_d2d(benchmark::State& state) {
 BENCHMARK(bm_cuda_memcpy_d2d)->Apply(kvbench::bandwidth_sizes)->UseManualTime()->Unit(benchmark::kMicrosecond);
 #endif
 
-BENCHMARK_MAIN();
+

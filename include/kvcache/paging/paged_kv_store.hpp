@@ -1,0 +1,417 @@
+/**
+ * @file paged_kv_store.hpp
+ * @brief `paged_kv_store`: the sequences of a page pool: block tables, reservation of slots for
+ * new tokens, fork with copy-on-write, truncate, release.
+ *
+ * The model (PagedAttention): a sequence's tokens live in fixed-size pages anywhere in the pool;
+ * its block table lists them in order. Token i of a table is in page i / page_size at position
+ * i % page_size. Only the last page of a table may be partial, so no more than page_size - 1
+ * slots per table are ever reserved but unused.
+ *
+ * Copy-on-write: `fork` shares every page by reference. A table whose partial last page is
+ * shared gets a private copy the next time it appends: the store allocates the copy, records a
+ * `page_copy` in `pending_copies()`, and the data must be copied (`apply_pending_copies`, or
+ * `batch_builder::finalize`, which does it) before new K/V are written.
+ *
+ * Complexity: `try_append` is O(tables x (pages allocated + 1)), `release` and `truncate`
+ * O(pages dropped + pages / 32), `fork` O(pages). Nothing allocates memory on these paths, except
+ * the chunk array of `block_table_set` when forks push page references past every earlier peak.
+ * Thread-safety: none; one scheduler thread owns the store (as in vLLM and SGLang).
+ */
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "kvcache/core/error.hpp"
+#include "kvcache/paging/block_table.hpp"
+#include "kvcache/paging/kernels.hpp"
+#include "kvcache/paging/lifo_allocator.hpp"
+#include "kvcache/paging/page_pool.hpp"
+
+namespace kvcache {
+
+/// @brief Handle of a sequence in a store: a slot and the generation that detects stale handles.
+struct seq_id {
+  std::uint32_t index = 0;
+  std::uint32_t generation = 0;
+  friend constexpr bool operator==(seq_id, seq_id) = default;
+};
+
+/// @brief Sizes of a store.
+struct store_config {
+  kv_layout layout;                   ///< model shape and page size
+  std::int32_t num_pages = 0;         ///< pages in the pool
+  std::int32_t max_sequences = 1024;  ///< live sequences at once
+};
+
+/// @brief A snapshot of a store's occupancy.
+struct store_stats {
+  std::int32_t live_sequences = 0;
+  std::int32_t pages_total = 0;
+  std::int32_t pages_free = 0;
+  std::int32_t pages_used = 0;
+  std::int32_t pages_shared = 0;     ///< used pages referenced by more than one table
+  std::int64_t logical_tokens = 0;   ///< tokens summed over every table of every sequence
+  std::int64_t cow_copies = 0;       ///< copy-on-write page copies made so far
+};
+
+template <memory_space Space, page_geometry Geometry = span_layers,
+          page_allocator Allocator = lifo_allocator>
+class paged_kv_store {
+ public:
+  using space_type = Space;
+  using geometry_type = Geometry;
+  using allocator_type = Allocator;
+  using pool_type = page_pool<Space, Geometry>;
+
+  /// @throws kvcache::error invalid_argument for a bad layout or sizes; out_of_memory from the pool.
+  explicit paged_kv_store(const store_config& config,
+                          resource_ref<Space> resource = default_resource<Space>())
+      : layout_(config.layout),
+        tables_per_seq_(Geometry::tables_per_sequence(config.layout)),
+        pool_(config.layout, config.num_pages, resource),
+        alloc_(config.num_pages),
+        tables_(checked_tables(config), config.num_pages / block_table_set::chunk_capacity +
+                                            checked_tables(config) + 64),
+        seqs_(static_cast<std::size_t>(config.max_sequences)) {
+    free_slots_.reserve(seqs_.size());
+    for (auto i = static_cast<std::int32_t>(seqs_.size()) - 1; i >= 0; --i) free_slots_.push_back(i);
+    pending_.reserve(static_cast<std::size_t>(tables_.num_tables()));
+  }
+
+  paged_kv_store(const paged_kv_store&) = delete;
+  paged_kv_store& operator=(const paged_kv_store&) = delete;
+  paged_kv_store(paged_kv_store&&) noexcept = default;
+  paged_kv_store& operator=(paged_kv_store&&) noexcept = default;
+
+  // ---- sequences ---------------------------------------------------------------------------
+  /// @brief A new empty sequence, or empty when `max_sequences` are live.
+  [[nodiscard]] std::optional<seq_id> try_create() noexcept {
+    if (free_slots_.empty()) return std::nullopt;
+    const std::int32_t i = free_slots_.back();
+    free_slots_.pop_back();
+    auto& s = seqs_[static_cast<std::size_t>(i)];
+    s.live = true;
+    s.length = 0;
+    ++live_;
+    return seq_id{static_cast<std::uint32_t>(i), s.generation};
+  }
+  /// @throws kvcache::error out_of_range when `max_sequences` are live.
+  [[nodiscard]] seq_id create() {
+    auto s = try_create();
+    KVCACHE_EXPECTS(s.has_value(), errc::out_of_range,
+                    "paged_kv_store: all {} sequence slots are live", seqs_.size());
+    return *s;
+  }
+
+  /// @brief Drops the sequence's references; pages no other table holds become free.
+  /// @throws kvcache::error unknown_id for an unknown or released id.
+  void release(seq_id id) {
+    auto& s = seq(id);
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::int32_t g = global_table(id, t);
+      tables_.shrink(g, 0, [&](page_id p) { drop(p); });
+      tables_.set_tokens(g, 0);
+    }
+    s.live = false;
+    s.length = 0;
+    ++s.generation;
+    --live_;
+    free_slots_.push_back(static_cast<std::int32_t>(id.index));
+  }
+
+  /// @brief A new sequence sharing every page of `parent` (references, no copy, no page
+  /// allocated); empty when `max_sequences` are live.
+  [[nodiscard]] std::optional<seq_id> try_fork(seq_id parent) {
+    const auto& p = seq(parent);
+    auto child = try_create();
+    if (!child) return std::nullopt;
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::int32_t src = global_table(parent, t);
+      const std::int32_t dst = global_table(*child, t);
+      tables_.copy_table(dst, src);
+      tables_.for_each_page(dst, [&](page_id pg) { alloc_.add_ref(pg); });
+    }
+    seqs_[child->index].length = p.length;
+    return child;
+  }
+  /// @throws kvcache::error out_of_range when `max_sequences` are live; unknown_id.
+  [[nodiscard]] seq_id fork(seq_id parent) {
+    auto c = try_fork(parent);
+    KVCACHE_EXPECTS(c.has_value(), errc::out_of_range,
+                    "paged_kv_store: cannot fork sequence {}: all {} sequence slots are live",
+                    parent.index, seqs_.size());
+    return *c;
+  }
+
+  /// @brief Shortens the sequence to `length` tokens (speculative-decoding rollback, beam
+  /// pruning); pages past it are dropped.
+  /// @throws kvcache::error out_of_range when `length` is negative or beyond the sequence.
+  void truncate(seq_id id, std::int64_t length) {
+    auto& s = seq(id);
+    KVCACHE_EXPECTS(length >= 0 && length <= s.length, errc::out_of_range,
+                    "paged_kv_store: cannot truncate sequence {} of {} tokens to {}", id.index,
+                    s.length, length);
+    const std::int32_t keep = pages_for(length);
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::int32_t g = global_table(id, t);
+      tables_.shrink(g, keep, [&](page_id p) { drop(p); });
+      tables_.set_tokens(g, length);
+    }
+    s.length = length;
+  }
+
+  /// @brief Pages that `try_append(id, n)` would allocate now (copy-on-write pages included).
+  [[nodiscard]] std::int64_t pages_needed(seq_id id, std::int64_t n) const {
+    const auto& s = seq(id);
+    KVCACHE_EXPECTS(n >= 0, errc::invalid_argument, "paged_kv_store: cannot append {} tokens", n);
+    std::int64_t need = 0;
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::int32_t g = global_table(id, t);
+      const std::int64_t len = tables_.tokens(g);
+      need += pages_for(len + n) - tables_.pages(g);
+      if (n > 0 && len % layout_.page_size != 0 && alloc_.ref_count(tables_.last_page(g)) > 1) {
+        ++need;  // copy-on-write of the shared partial last page
+      }
+    }
+    (void)s;
+    return need;
+  }
+  /// @brief Whether `try_append(id, n)` would succeed now.
+  [[nodiscard]] bool can_append(seq_id id, std::int64_t n) const {
+    return pages_needed(id, n) <= alloc_.free_count();
+  }
+
+  /**
+   * @brief Reserves slots for `n` new tokens of every table of the sequence, allocating pages
+   * (and private copies of shared partial pages) as needed. All or nothing: when the pool is
+   * short, returns empty and changes nothing.
+   * @param slots_out if not empty, receives the slots, `[table][n]` (tables_per_sequence() x n).
+   * @return the new length.
+   * @throws kvcache::error unknown_id; shape_mismatch when slots_out has another size.
+   */
+  std::optional<std::int64_t> try_append(seq_id id, std::int64_t n,
+                                         std::span<std::int64_t> slots_out = {}) {
+    auto& s = seq(id);
+    KVCACHE_EXPECTS(slots_out.empty() ||
+                        slots_out.size() == static_cast<std::size_t>(n * tables_per_seq_),
+                    errc::shape_mismatch,
+                    "paged_kv_store: slots_out holds {} slots, {} tables x {} tokens need {}",
+                    slots_out.size(), tables_per_seq_, n, n * tables_per_seq_);
+    if (pages_needed(id, n) > alloc_.free_count()) return std::nullopt;
+    const std::int32_t ps = layout_.page_size;
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::int32_t g = global_table(id, t);
+      const std::int64_t len = tables_.tokens(g);
+      if (n > 0 && len % ps != 0) {
+        const page_id last = tables_.last_page(g);
+        if (alloc_.ref_count(last) > 1) {  // copy-on-write
+          const page_id copy = *alloc_.try_allocate();
+          pending_.push_back(page_copy{last, copy});
+          ++cow_copies_;
+          tables_.set_last_page(g, copy);
+          drop(last);
+        }
+      }
+      const std::int32_t target = pages_for(len + n);
+      while (tables_.pages(g) < target) tables_.push_page(g, *alloc_.try_allocate());
+      tables_.set_tokens(g, len + n);
+      if (!slots_out.empty()) {
+        write_slots(g, len, n, slots_out.subspan(static_cast<std::size_t>(t * n),
+                                                 static_cast<std::size_t>(n)));
+      }
+    }
+    s.length += n;
+    return s.length;
+  }
+
+  /// @brief Writes the slots of tokens [from, from + n) of table `t` of the sequence.
+  void slots(seq_id id, std::int32_t t, std::int64_t from, std::int64_t n,
+             std::span<std::int64_t> out) const {
+    (void)seq(id);
+    KVCACHE_EXPECTS(t >= 0 && t < tables_per_seq_, errc::out_of_range,
+                    "paged_kv_store: table {} of {}", t, tables_per_seq_);
+    const std::int32_t g = global_table(id, t);
+    KVCACHE_EXPECTS(from >= 0 && n >= 0 && from + n <= tables_.tokens(g) &&
+                        out.size() == static_cast<std::size_t>(n),
+                    errc::out_of_range,
+                    "paged_kv_store: slots [{}, {}) of a table of {} tokens into {} outputs", from,
+                    from + n, tables_.tokens(g), out.size());
+    write_slots(g, from, n, out);
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+  [[nodiscard]] bool contains(seq_id id) const noexcept {
+    return id.index < seqs_.size() && seqs_[id.index].live &&
+           seqs_[id.index].generation == id.generation;
+  }
+  [[nodiscard]] std::int64_t length(seq_id id) const { return seq(id).length; }
+  [[nodiscard]] std::int32_t tables_per_sequence() const noexcept { return tables_per_seq_; }
+  [[nodiscard]] std::int32_t table_pages(seq_id id, std::int32_t t) const {
+    (void)seq(id);
+    return tables_.pages(global_table(id, t));
+  }
+  [[nodiscard]] std::int64_t table_tokens(seq_id id, std::int32_t t) const {
+    (void)seq(id);
+    return tables_.tokens(global_table(id, t));
+  }
+  /// @brief Calls f(page_id) for each page of table t of the sequence, in order.
+  template <class F>
+  void for_each_page(seq_id id, std::int32_t t, F&& f) const {
+    (void)seq(id);
+    tables_.for_each_page(global_table(id, t), f);
+  }
+  /// @brief The table of `layer` and kv `head` (under the geometry).
+  [[nodiscard]] std::int32_t table_of(std::int32_t layer, std::int32_t head) const noexcept {
+    return Geometry::table_of(layout_, layer, head);
+  }
+
+  // ---- copy-on-write -----------------------------------------------------------------------
+  /// @brief Page copies the store decided on and that have not been applied yet.
+  [[nodiscard]] std::span<const page_copy> pending_copies() const noexcept { return pending_; }
+  /// @brief Forgets the pending copies (after the caller applied them itself).
+  void clear_pending_copies() noexcept { pending_.clear(); }
+  /// @brief Applies the pending copies with `copy_pages` (host) and clears them. For a
+  /// `cuda_space` store use `batch_builder::finalize`, which uploads them with the step.
+  void apply_pending_copies()
+    requires(Space::host_accessible)
+  {
+    if (!pending_.empty()) {
+      copy_pages_host(pool_.view(), pending_.data(), static_cast<std::int32_t>(pending_.size()));
+    }
+    pending_.clear();
+  }
+
+  // ---- storage and bookkeeping ---------------------------------------------------------------
+  [[nodiscard]] pool_type& pool() noexcept { return pool_; }
+  [[nodiscard]] const kv_layout& layout() const noexcept { return layout_; }
+  [[nodiscard]] const Allocator& allocator() const noexcept { return alloc_; }
+  [[nodiscard]] std::int32_t max_sequences() const noexcept {
+    return static_cast<std::int32_t>(seqs_.size());
+  }
+
+  /// @brief Occupancy. O(pages + tables).
+  [[nodiscard]] store_stats stats() const {
+    store_stats st;
+    st.live_sequences = live_;
+    st.pages_total = alloc_.num_pages();
+    st.pages_free = alloc_.free_count();
+    st.pages_used = st.pages_total - st.pages_free;
+    for (page_id p = 0; p < st.pages_total; ++p) st.pages_shared += alloc_.ref_count(p) > 1;
+    for (std::int32_t g = 0; g < tables_.num_tables(); ++g) st.logical_tokens += tables_.tokens(g);
+    st.cow_copies = cow_copies_;
+    return st;
+  }
+
+  /**
+   * @brief Checks every invariant (for tests): each page's reference count equals the number of
+   * tables holding it, free pages are unreferenced, counts add up, each table holds exactly
+   * ceil(tokens / page_size) pages and the tokens of its sequence.
+   * @throws kvcache::error logic_error naming the first broken invariant. O(pages + tables).
+   */
+  void check_invariants() const {
+    std::vector<std::int32_t> refs(static_cast<std::size_t>(alloc_.num_pages()), 0);
+    for (std::uint32_t i = 0; i < seqs_.size(); ++i) {
+      const auto& s = seqs_[i];
+      for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+        const std::int32_t g = static_cast<std::int32_t>(i) * tables_per_seq_ + t;
+        if (!s.live) {
+          KVCACHE_EXPECTS(tables_.pages(g) == 0, errc::logic_error,
+                          "released slot {} table {} holds {} pages", i, t, tables_.pages(g));
+          continue;
+        }
+        KVCACHE_EXPECTS(tables_.tokens(g) == s.length, errc::logic_error,
+                        "sequence {} table {} holds {} tokens, the sequence {}", i, t,
+                        tables_.tokens(g), s.length);
+        KVCACHE_EXPECTS(tables_.pages(g) == pages_for(tables_.tokens(g)), errc::logic_error,
+                        "sequence {} table {}: {} pages for {} tokens", i, t, tables_.pages(g),
+                        tables_.tokens(g));
+        tables_.for_each_page(g, [&](page_id p) { ++refs[static_cast<std::size_t>(p)]; });
+      }
+    }
+    std::int32_t used = 0;
+    for (page_id p = 0; p < alloc_.num_pages(); ++p) {
+      KVCACHE_EXPECTS(alloc_.ref_count(p) == refs[static_cast<std::size_t>(p)], errc::logic_error,
+                      "page {} has reference count {} but {} tables hold it", p,
+                      alloc_.ref_count(p), refs[static_cast<std::size_t>(p)]);
+      used += refs[static_cast<std::size_t>(p)] > 0;
+    }
+    KVCACHE_EXPECTS(used + alloc_.free_count() == alloc_.num_pages(), errc::logic_error,
+                    "{} used + {} free pages != {} pages", used, alloc_.free_count(),
+                    alloc_.num_pages());
+  }
+
+ private:
+  struct seq_record {
+    std::uint32_t generation = 0;
+    bool live = false;
+    std::int64_t length = 0;
+  };
+
+  static std::int32_t checked_tables(const store_config& c) {
+    c.layout.validate();
+    KVCACHE_EXPECTS(c.max_sequences >= 1, errc::invalid_argument,
+                    "paged_kv_store: max_sequences must be >= 1, got {}", c.max_sequences);
+    const std::int64_t n =
+        static_cast<std::int64_t>(c.max_sequences) * Geometry::tables_per_sequence(c.layout);
+    KVCACHE_EXPECTS(n < (std::int64_t{1} << 31), errc::invalid_argument,
+                    "paged_kv_store: {} sequences x {} tables is too many tables", c.max_sequences,
+                    Geometry::tables_per_sequence(c.layout));
+    return static_cast<std::int32_t>(n);
+  }
+
+  seq_record& seq(seq_id id) {
+    KVCACHE_EXPECTS(contains(id), errc::unknown_id,
+                    "paged_kv_store: sequence {} (generation {}) is unknown or released", id.index,
+                    id.generation);
+    return seqs_[id.index];
+  }
+  const seq_record& seq(seq_id id) const {
+    KVCACHE_EXPECTS(contains(id), errc::unknown_id,
+                    "paged_kv_store: sequence {} (generation {}) is unknown or released", id.index,
+                    id.generation);
+    return seqs_[id.index];
+  }
+  [[nodiscard]] std::int32_t global_table(seq_id id, std::int32_t t) const noexcept {
+    return static_cast<std::int32_t>(id.index) * tables_per_seq_ + t;
+  }
+  [[nodiscard]] std::int32_t pages_for(std::int64_t tokens) const noexcept {
+    return static_cast<std::int32_t>((tokens + layout_.page_size - 1) / layout_.page_size);
+  }
+  void drop(page_id p) {
+    if (alloc_.drop_ref(p) && !pending_.empty()) {
+      // A pending copy into a page that is now free must not land on its next owner's data.
+      std::erase_if(pending_, [p](const page_copy& c) { return c.dst == p; });
+    }
+  }
+  void write_slots(std::int32_t g, std::int64_t from, std::int64_t n,
+                   std::span<std::int64_t> out) const {
+    if (n == 0) return;
+    const std::int32_t ps = layout_.page_size;
+    std::int64_t pos = from;
+    std::size_t k = 0;
+    tables_.for_each_page_from(g, static_cast<std::int32_t>(from / ps), [&](std::int32_t i, page_id p) {
+      const std::int64_t page_end = static_cast<std::int64_t>(i + 1) * ps;
+      for (; pos < page_end && k < out.size(); ++pos, ++k) {
+        out[k] = static_cast<std::int64_t>(p) * ps + pos % ps;
+      }
+      return k < out.size();
+    });
+  }
+
+  kv_layout layout_;
+  std::int32_t tables_per_seq_;
+  pool_type pool_;
+  Allocator alloc_;
+  block_table_set tables_;
+  std::vector<seq_record> seqs_;
+  std::vector<std::int32_t> free_slots_;
+  std::vector<page_copy> pending_;
+  std::int32_t live_ = 0;
+  std::int64_t cow_copies_ = 0;
+};
+
+}  // namespace kvcache
