@@ -195,3 +195,35 @@ TEST_CASE("store: bad ids and shapes are errors naming the value", "[paging][sto
   KVTEST_REQUIRE_ERROR((paged_kv_store<host_space>(bad)), errc::invalid_argument,
                        "power of two, got 3");
 }
+
+TEST_CASE("store: adopt_prefix and the reclaimer hook", "[paging][store]") {
+  paged_kv_store<host_space> store(small_config(6));
+  const seq_id a = store.create();
+  REQUIRE(store.try_append(a, 8));  // 2 full pages
+  // A prefix index would hold its own references on a's pages and hand them out on a hit.
+  std::vector<page_id> cached;
+  store.for_each_page(a, 0, [&](page_id p) { cached.push_back(p); });
+  for (page_id p : cached) store.allocator().add_ref(p);  // the index's references
+  for (page_id p : cached) store.allocator().add_ref(p);  // a match's references for b
+  const seq_id b = store.create();
+  store.adopt_prefix(b, cached);
+  CHECK(store.length(b) == 8);
+  store.release(a);
+  REQUIRE(store.try_append(b, 1));
+  CHECK(store.stats().pages_used == 3);
+  KVTEST_REQUIRE_ERROR(store.adopt_prefix(b, cached), errc::invalid_argument, "holds 9 tokens");
+
+  // The pool is short: the reclaimer (the index evicting) frees its references.
+  const seq_id c = store.create();
+  int calls = 0;
+  store.set_reclaimer([&](std::int32_t missing) {
+    ++calls;
+    CHECK(missing == 1);
+    for (page_id p : cached) store.allocator().drop_ref(p);  // evict: b still holds them
+  });
+  REQUIRE(store.try_append(c, 12));  // 3 pages: 3 free
+  CHECK(calls == 0);
+  CHECK_FALSE(store.try_append(c, 1).has_value());  // nothing more to reclaim after that
+  store.set_reclaimer({});
+  store.check_invariants();
+}

@@ -21,7 +21,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <type_traits>
 #include <span>
 #include <vector>
 
@@ -201,7 +203,11 @@ class paged_kv_store {
                     errc::shape_mismatch,
                     "paged_kv_store: slots_out holds {} slots, {} tables x {} tokens need {}",
                     slots_out.size(), tables_per_seq_, n, n * tables_per_seq_);
-    if (pages_needed(id, n) > alloc_.free_count()) return std::nullopt;
+    const std::int64_t need = pages_needed(id, n);
+    if (need > alloc_.free_count() && reclaimer_) {
+      reclaimer_(static_cast<std::int32_t>(need - alloc_.free_count()));
+    }
+    if (need > alloc_.free_count()) return std::nullopt;
     const std::int32_t ps = layout_.page_size;
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::int32_t g = global_table(id, t);
@@ -242,6 +248,35 @@ class paged_kv_store {
                     from + n, tables_.tokens(g), out.size());
     write_slots(g, from, n, out);
   }
+
+  /**
+   * @brief Gives an empty sequence the pages of a cached prefix (a prefix-index hit): the caller's
+   * references become the sequence's. `span_layers` only (one table per sequence).
+   * @throws kvcache::error unknown_id; invalid_argument when the sequence is not empty.
+   */
+  void adopt_prefix(seq_id id, std::span<const page_id> pages)
+    requires std::is_same_v<Geometry, span_layers>
+  {
+    auto& s = seq(id);
+    KVCACHE_EXPECTS(s.length == 0, errc::invalid_argument,
+                    "paged_kv_store: adopt_prefix into sequence {} which holds {} tokens", id.index,
+                    s.length);
+    const std::int32_t g = global_table(id, 0);
+    for (page_id p : pages) {
+      KVCACHE_EXPECTS(alloc_.ref_count(p) > 0, errc::bad_free,
+                      "paged_kv_store: adopt_prefix of page {} which nobody references", p);
+      tables_.push_page(g, p);
+    }
+    s.length = static_cast<std::int64_t>(pages.size()) * layout_.page_size;
+    tables_.set_tokens(g, s.length);
+  }
+
+  /**
+   * @brief Installs a function called when an append finds the pool short, with the number of
+   * pages missing; it may free pages (a prefix index evicting unreferenced cached pages) before
+   * `try_append` gives up. Empty function: none.
+   */
+  void set_reclaimer(std::function<void(std::int32_t)> reclaim) { reclaimer_ = std::move(reclaim); }
 
   // ---- queries -----------------------------------------------------------------------------
   [[nodiscard]] bool contains(seq_id id) const noexcept {
@@ -289,6 +324,8 @@ class paged_kv_store {
   [[nodiscard]] pool_type& pool() noexcept { return pool_; }
   [[nodiscard]] const kv_layout& layout() const noexcept { return layout_; }
   [[nodiscard]] const Allocator& allocator() const noexcept { return alloc_; }
+  /// @brief The allocator, for a prefix index that holds its own page references.
+  [[nodiscard]] Allocator& allocator() noexcept { return alloc_; }
   [[nodiscard]] std::int32_t max_sequences() const noexcept {
     return static_cast<std::int32_t>(seqs_.size());
   }
@@ -412,6 +449,7 @@ class paged_kv_store {
   std::vector<page_copy> pending_;
   std::int32_t live_ = 0;
   std::int64_t cow_copies_ = 0;
+  std::function<void(std::int32_t)> reclaimer_;
 };
 
 }  // namespace kvcache
