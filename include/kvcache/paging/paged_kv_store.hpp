@@ -20,6 +20,7 @@
  */
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -198,21 +199,29 @@ class paged_kv_store {
   std::optional<std::int64_t> try_append(seq_id id, std::int64_t n,
                                          std::span<std::int64_t> slots_out = {}) {
     auto& s = seq(id);
+    KVCACHE_EXPECTS(n >= 0, errc::invalid_argument, "paged_kv_store: cannot append {} tokens", n);
     KVCACHE_EXPECTS(slots_out.empty() ||
                         slots_out.size() == static_cast<std::size_t>(n * tables_per_seq_),
                     errc::shape_mismatch,
                     "paged_kv_store: slots_out holds {} slots, {} tables x {} tokens need {}",
                     slots_out.size(), tables_per_seq_, n, n * tables_per_seq_);
-    const std::int64_t need = pages_needed(id, n);
+    const std::int64_t mask = layout_.page_size - 1;
+    const std::int32_t base = global_table(id, 0);
+    // Pass 1: pages needed (new pages, and private copies of shared partial last pages).
+    std::int64_t need = 0;
+    for (std::int32_t g = base; g < base + tables_per_seq_; ++g) {
+      const std::int64_t len = tables_.tokens(g);
+      need += pages_for(len + n) - tables_.pages(g);
+      if (n > 0 && (len & mask) != 0 && alloc_.ref_count(tables_.last_page(g)) > 1) ++need;
+    }
     if (need > alloc_.free_count() && reclaimer_) {
       reclaimer_(static_cast<std::int32_t>(need - alloc_.free_count()));
     }
     if (need > alloc_.free_count()) return std::nullopt;
-    const std::int32_t ps = layout_.page_size;
-    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
-      const std::int32_t g = global_table(id, t);
+    // Pass 2: commit.
+    for (std::int32_t g = base; g < base + tables_per_seq_; ++g) {
       const std::int64_t len = tables_.tokens(g);
-      if (n > 0 && len % ps != 0) {
+      if (n > 0 && (len & mask) != 0) {
         const page_id last = tables_.last_page(g);
         if (alloc_.ref_count(last) > 1) {  // copy-on-write
           const page_id copy = *alloc_.try_allocate();
@@ -226,8 +235,14 @@ class paged_kv_store {
       while (tables_.pages(g) < target) tables_.push_page(g, *alloc_.try_allocate());
       tables_.set_tokens(g, len + n);
       if (!slots_out.empty()) {
-        write_slots(g, len, n, slots_out.subspan(static_cast<std::size_t>(t * n),
-                                                 static_cast<std::size_t>(n)));
+        const auto t = static_cast<std::size_t>(g - base);
+        if (n == 1) {  // decode: the new token is in the last page
+          slots_out[t] = static_cast<std::int64_t>(tables_.last_page(g)) * layout_.page_size +
+                         (len & mask);
+        } else {
+          write_slots(g, len, n,
+                      slots_out.subspan(t * static_cast<std::size_t>(n), static_cast<std::size_t>(n)));
+        }
       }
     }
     s.length += n;
@@ -416,7 +431,7 @@ class paged_kv_store {
     return static_cast<std::int32_t>(id.index) * tables_per_seq_ + t;
   }
   [[nodiscard]] std::int32_t pages_for(std::int64_t tokens) const noexcept {
-    return static_cast<std::int32_t>((tokens + layout_.page_size - 1) / layout_.page_size);
+    return static_cast<std::int32_t>((tokens + layout_.page_size - 1) >> page_shift_);
   }
   void drop(page_id p) {
     if (alloc_.drop_ref(p) && !pending_.empty()) {
@@ -440,6 +455,7 @@ class paged_kv_store {
   }
 
   kv_layout layout_;
+  std::int32_t page_shift_ = std::countr_zero(static_cast<std::uint32_t>(layout_.page_size));
   std::int32_t tables_per_seq_;
   pool_type pool_;
   Allocator alloc_;
