@@ -14,6 +14,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <span>
+#include <unordered_set>
 #include <random>
 #include <string>
 #include <string_view>
@@ -23,61 +29,44 @@
 #include "kvcache/core/kv_layout.hpp"
 #include "kvcache/paging/batch_builder.hpp"
 #include "kvcache/paging/paged_kv_store.hpp"
+#include "prefix_cache.hpp"
+#include "trace.hpp"
 
 namespace {
 
 struct options {
-  std::int64_t requests = 2000;
-  double arrival_rate = 8.0;         // requests per step (Poisson)
-  double prompt_median = 180, prompt_sigma = 1.0;
-  double output_median = 160, output_sigma = 1.1;
-  std::int64_t max_prompt = 2048;
-  std::int64_t max_new_tokens = 2048;  // the request's cap: what a contiguous cache reserves
-  double memory_gib = 16.0;            // KV budget
+  kvsim::trace_options trace;
+  double memory_gib = 16.0;              // KV budget
   std::int32_t page_size = 16;
-  std::int32_t max_batch = 1024;       // sequences per step
+  std::int32_t max_batch = 1024;         // sequences per step
   std::int64_t max_batch_tokens = 8192;  // prefill + decode tokens per step
-  std::uint64_t seed = 1;
-  double watermark = 0.01;             // admit only while this share of pages stays free (vLLM)
+  double watermark = 0.01;               // admit only while this share of pages stays free (vLLM)
+  std::string prefix = "none";           // none | radix | hash
   bool json = false;
   bool progress = true;
   kvcache::kv_layout layout{.layers = 32, .kv_heads = 8, .q_heads = 32, .head_dim = 128,
                             .page_size = 16};
 };
 
-struct request {
-  std::int64_t arrival = 0;  // step
-  std::int64_t prompt = 0;
-  std::int64_t output = 0;   // true output length, unknown to the scheduler
-};
-
-std::vector<request> make_trace(const options& o) {
-  std::mt19937_64 rng(o.seed);
-  std::exponential_distribution<double> gap(o.arrival_rate);
-  std::lognormal_distribution<double> p(std::log(o.prompt_median), o.prompt_sigma);
-  std::lognormal_distribution<double> q(std::log(o.output_median), o.output_sigma);
-  std::vector<request> t(static_cast<std::size_t>(o.requests));
-  double time = 0;
-  for (auto& r : t) {
-    time += gap(rng);
-    r.arrival = static_cast<std::int64_t>(time);
-    r.prompt = std::clamp<std::int64_t>(std::llround(p(rng)), 4, o.max_prompt);
-    r.output = std::clamp<std::int64_t>(std::llround(q(rng)), 1, o.max_new_tokens);
-  }
-  return t;
-}
+using kvsim::request;
 
 struct result {
   std::int64_t steps = 0;
   std::int64_t generated = 0;      // output tokens
-  std::int64_t prefill_tokens = 0; // prompt tokens processed (recomputation included)
+  std::int64_t prefill_tokens = 0; // prompt tokens computed (recomputation included)
   std::int64_t preemptions = 0;
   std::int32_t max_batch = 0;
   double utilization_sum = 0;      // token slots holding data / slots reserved, per step
   std::int64_t utilization_steps = 0;
   double mean_batch = 0;
   double wall_ms = 0;
-  double reserve_ns_per_seq = 0;   // paged only: host time of try_add per sequence
+  double reserve_ns_per_seq = 0;   // paged only: host time of a step's bookkeeping per sequence
+  // prefix caching (paged only)
+  std::int64_t prompt_tokens = 0;       // prompt tokens at first admission
+  std::int64_t hit_tokens = 0;          // of which cached
+  std::int64_t ideal_hit_tokens = 0;    // of which an unbounded cache would hold
+  std::int64_t saved_tokens = 0;        // prefill tokens not computed thanks to hits (re-admissions too)
+  std::int64_t cached_pages_end = 0;
   [[nodiscard]] double utilization() const {
     return utilization_steps ? utilization_sum / static_cast<double>(utilization_steps) : 0.0;
   }
@@ -95,10 +84,50 @@ void show_progress(const options& o, const char* what, std::int64_t done, std::i
   if (done == total) std::fprintf(stderr, "\n");
 }
 
+// Releases requests into the waiting queue as they arrive; a follow-up turn arrives its think
+// time after the previous turn finished.
+class arrivals {
+ public:
+  explicit arrivals(const std::vector<request>& t) : trace_(&t), follow_(t.size(), -1) {
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      if (t[i].prev < 0) {
+        heap_.push({t[i].arrival, static_cast<std::int32_t>(i)});
+      } else {
+        follow_[static_cast<std::size_t>(t[i].prev)] = static_cast<std::int32_t>(i);
+      }
+    }
+  }
+  template <class F>
+  void release_until(std::int64_t step, F&& push) {
+    while (!heap_.empty() && heap_.top().first <= step) {
+      push(static_cast<std::size_t>(heap_.top().second));
+      heap_.pop();
+    }
+  }
+  void finished(std::size_t i, std::int64_t step) {
+    const std::int32_t f = follow_[i];
+    if (f >= 0) heap_.push({step + 1 + (*trace_)[static_cast<std::size_t>(f)].arrival, f});
+  }
+
+ private:
+  const std::vector<request>* trace_;
+  std::vector<std::int32_t> follow_;
+  std::priority_queue<std::pair<std::int64_t, std::int32_t>,
+                      std::vector<std::pair<std::int64_t, std::int32_t>>, std::greater<>>
+      heap_;
+};
+
+// The context of a request after `produced` output tokens: prompt + output[0, produced).
+void context(const request& r, std::int64_t produced, std::vector<std::int32_t>& out) {
+  out.assign(r.prompt.begin(), r.prompt.end());
+  out.insert(out.end(), r.output.begin(), r.output.begin() + produced);
+}
+
 // ---- paged: kvcache's store -------------------------------------------------------------------
+using store_t = kvcache::paged_kv_store<kvcache::host_space, kvcache::span_layers>;
+
 result run_paged(const options& o, const std::vector<request>& trace, std::int32_t num_pages) {
   using namespace kvcache;
-  using store_t = paged_kv_store<host_space, span_layers>;
   store_config cfg;
   cfg.layout = kv_layout{.layers = 1, .kv_heads = 1, .q_heads = 1, .head_dim = 1,
                          .page_size = o.page_size, .order = kv_order::nhd, .type = dtype::f16};
@@ -106,6 +135,10 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
   cfg.max_sequences = o.max_batch;
   store_t store(cfg);
   batch_builder<store_t> batch(store, o.max_batch, o.max_batch_tokens);
+  std::unique_ptr<kvsim::prefix_cache> cache = kvsim::make_prefix_cache(o.prefix, store);
+  if (cache) store.set_reclaimer([&](std::int32_t missing) { cache->evict(missing); });
+  std::unordered_set<std::uint64_t> ideal;  // every page prefix ever inserted (unbounded cache)
+  std::vector<std::uint64_t> keys;
 
   struct running {
     std::size_t req;
@@ -114,17 +147,34 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
     std::int64_t admitted;  // admission order, for preemption (the latest goes first)
   };
   std::deque<std::pair<std::size_t, std::int64_t>> waiting;  // (request, tokens already produced)
+  std::vector<bool> seen(trace.size(), false);
   std::vector<running> run;
   run.reserve(static_cast<std::size_t>(o.max_batch));
-  std::size_t next = 0;
+  arrivals arrive(trace);
   std::int64_t finished = 0, admissions = 0;
   result res;
   double reserve_ns = 0;
   std::int64_t reserve_calls = 0;
+  std::vector<std::int32_t> ctx;
+  std::vector<page_id> pages;
+  auto insert_pages = [&](const running& q, std::int64_t tokens) {
+    context(trace[q.req], q.produced, ctx);
+    pages.clear();
+    store.for_each_page(q.id, 0, [&](page_id p) { pages.push_back(p); });
+    const std::int64_t full = std::min<std::int64_t>(tokens, static_cast<std::int64_t>(ctx.size())) / o.page_size;
+    pages.resize(static_cast<std::size_t>(std::min<std::int64_t>(full, static_cast<std::int64_t>(pages.size()))));
+    if (cache) {
+      cache->insert(std::span<const std::int32_t>(ctx.data(), pages.size() * static_cast<std::size_t>(o.page_size)), pages);
+    }
+    kvsim::page_prefix_keys(ctx, static_cast<std::int64_t>(pages.size()) * o.page_size, o.page_size, keys);
+    ideal.insert(keys.begin(), keys.end());
+  };
+  std::vector<std::size_t> admitted_now;
   const auto t0 = std::chrono::steady_clock::now();
   for (std::int64_t step = 0; finished < static_cast<std::int64_t>(trace.size()); ++step) {
-    while (next < trace.size() && trace[next].arrival <= step) waiting.emplace_back(next++, 0);
+    arrive.release_until(step, [&](std::size_t i) { waiting.emplace_back(i, 0); });
     batch.clear();
+    admitted_now.clear();
     const auto r0 = std::chrono::steady_clock::now();
     // 1. decode: every running sequence needs one slot; preempt the latest admitted when short.
     std::sort(run.begin(), run.end(),
@@ -148,34 +198,75 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
     // 2. admit waiting requests (prefill) while pages, sequence slots and the token budget last.
     while (!waiting.empty() && static_cast<std::int32_t>(run.size()) < o.max_batch) {
       const auto [ri, produced] = waiting.front();
-      const std::int64_t ctx = trace[ri].prompt + produced;  // recompute what was generated
-      if (step_tokens + ctx > o.max_batch_tokens && step_tokens > 0) break;
-      const std::int64_t pages = (ctx + o.page_size - 1) / o.page_size;
-      if (!run.empty() && store.allocator().free_count() - pages <
-                              static_cast<std::int64_t>(o.watermark * num_pages)) {
-        break;
+      const request& r = trace[ri];
+      context(r, produced, ctx);
+      const auto n = static_cast<std::int64_t>(ctx.size());
+      // prefix hit: whole cached pages, leaving at least one token to compute
+      std::int64_t hit = 0;
+      pages.clear();
+      if (cache) {
+        hit = cache->match(std::span<const std::int32_t>(ctx.data(), ctx.size()), pages);
+        while (hit >= n && !pages.empty()) {
+          cache->release_match(std::span<const page_id>(&pages.back(), 1));
+          pages.pop_back();
+          hit -= o.page_size;
+        }
       }
-      auto id = store.try_create();
-      if (!id) break;
-      if (!batch.try_add(*id, ctx)) {
-        store.release(*id);
+      const std::int64_t compute = n - hit;
+      const std::int64_t new_pages = (n + o.page_size - 1) / o.page_size - static_cast<std::int64_t>(pages.size());
+      bool ok = !(step_tokens + compute > o.max_batch_tokens && step_tokens > 0);
+      ok = ok && (run.empty() || store.allocator().free_count() - new_pages >=
+                                     static_cast<std::int64_t>(o.watermark * num_pages));
+      std::optional<seq_id> id;
+      if (ok) id = store.try_create();
+      if (id) {
+        store.adopt_prefix(*id, pages);
+        pages.clear();  // the sequence owns those references now
+        if (!batch.try_add(*id, compute)) {
+          store.release(*id);
+          id.reset();
+        }
+      }
+      if (!id) {
+        if (!pages.empty()) cache->release_match(pages);
         break;
       }
       waiting.pop_front();
-      step_tokens += ctx;
-      res.prefill_tokens += ctx;
+      step_tokens += compute;
+      res.prefill_tokens += compute;
+      res.saved_tokens += hit;
+      if (!seen[ri]) {  // hit rates count each request once, at its first admission
+        seen[ri] = true;
+        res.prompt_tokens += static_cast<std::int64_t>(r.prompt.size());
+        res.hit_tokens += std::min<std::int64_t>(hit, static_cast<std::int64_t>(r.prompt.size()));
+        {  // what an unbounded cache would hit (computed with or without a cache)
+          kvsim::page_prefix_keys(r.prompt, static_cast<std::int64_t>(r.prompt.size()), o.page_size, keys);
+          std::int64_t ideal_pages = 0;
+          while (ideal_pages < static_cast<std::int64_t>(keys.size()) &&
+                 ideal.count(keys[static_cast<std::size_t>(ideal_pages)]) != 0) {
+            ++ideal_pages;
+          }
+          // as for real hits, at least one prompt token is left to compute
+          ideal_pages = std::min<std::int64_t>(
+              ideal_pages, (static_cast<std::int64_t>(r.prompt.size()) - 1) / o.page_size);
+          res.ideal_hit_tokens += ideal_pages * o.page_size;
+        }
+      }
       run.push_back({ri, *id, produced, admissions++});
+      admitted_now.push_back(run.size() - 1);
     }
     if (run.empty() && !waiting.empty()) {
       const auto& r = trace[waiting.front().first];
       KVCACHE_FAIL(kvcache::errc::out_of_memory,
                    "kvcache-sim: request {} ({} prompt tokens) does not fit the whole KV budget "
                    "of {} pages alone",
-                   waiting.front().first, r.prompt, num_pages);
+                   waiting.front().first, r.prompt.size(), num_pages);
     }
     (void)batch.finalize();
     reserve_ns += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - r0).count();
     reserve_calls += batch.size();
+    // after prefill, the prompt's full pages become reusable
+    for (std::size_t k : admitted_now) insert_pages(run[k], store.length(run[k].id));
     // 3. every sequence in the batch produced one token; finished ones leave.
     res.max_batch = std::max(res.max_batch, static_cast<std::int32_t>(run.size()));
     res.mean_batch += static_cast<double>(run.size());
@@ -188,8 +279,10 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
     for (std::size_t i = 0; i < run.size();) {
       ++run[i].produced;
       ++res.generated;
-      if (run[i].produced >= trace[run[i].req].output) {
+      if (run[i].produced >= static_cast<std::int64_t>(trace[run[i].req].output.size())) {
+        insert_pages(run[i], store.length(run[i].id));
         store.release(run[i].id);
+        arrive.finished(run[i].req, step);
         run[i] = run.back();
         run.pop_back();
         ++finished;
@@ -204,6 +297,7 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
   res.wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   res.mean_batch /= static_cast<double>(std::max<std::int64_t>(res.steps, 1));
   res.reserve_ns_per_seq = reserve_calls ? reserve_ns / static_cast<double>(reserve_calls) : 0;
+  if (cache) res.cached_pages_end = cache->cached_pages();
   return res;
 }
 
@@ -216,35 +310,36 @@ result run_contiguous(const options& o, const std::vector<request>& trace, std::
   };
   std::deque<std::size_t> waiting;
   std::vector<running> run;
-  std::size_t next = 0;
+  arrivals arrive(trace);
   std::int64_t finished = 0, reserved = 0;
   result res;
   const auto t0 = std::chrono::steady_clock::now();
   for (std::int64_t step = 0; finished < static_cast<std::int64_t>(trace.size()); ++step) {
-    while (next < trace.size() && trace[next].arrival <= step) waiting.push_back(next++);
+    arrive.release_until(step, [&](std::size_t i) { waiting.push_back(i); });
     std::int64_t step_tokens = static_cast<std::int64_t>(run.size());
     if (run.empty() && !waiting.empty() &&
-        trace[waiting.front()].prompt + o.max_new_tokens > slots) {
+        static_cast<std::int64_t>(trace[waiting.front()].prompt.size()) + o.trace.max_new_tokens > slots) {
       KVCACHE_FAIL(kvcache::errc::out_of_memory,
                    "kvcache-sim: request {} needs {} reserved slots, more than the {} the budget "
                    "holds",
-                   waiting.front(), trace[waiting.front()].prompt + o.max_new_tokens, slots);
+                   waiting.front(), trace[waiting.front()].prompt.size() + o.trace.max_new_tokens, slots);
     }
     while (!waiting.empty() && static_cast<std::int32_t>(run.size()) < o.max_batch) {
       const request& r = trace[waiting.front()];
-      const std::int64_t need = r.prompt + o.max_new_tokens;
+      const auto prompt = static_cast<std::int64_t>(r.prompt.size());
+      const std::int64_t need = prompt + o.trace.max_new_tokens;
       if (reserved + need > slots) break;
-      if (step_tokens + r.prompt > o.max_batch_tokens && step_tokens > 0) break;
+      if (step_tokens + prompt > o.max_batch_tokens && step_tokens > 0) break;
       reserved += need;
-      step_tokens += r.prompt;
-      res.prefill_tokens += r.prompt;
+      step_tokens += prompt;
+      res.prefill_tokens += prompt;
       run.push_back({waiting.front(), 0, need});
       waiting.pop_front();
     }
     res.max_batch = std::max(res.max_batch, static_cast<std::int32_t>(run.size()));
     res.mean_batch += static_cast<double>(run.size());
     std::int64_t data = 0;
-    for (auto& q : run) data += trace[q.req].prompt + q.produced + 1;
+    for (auto& q : run) data += static_cast<std::int64_t>(trace[q.req].prompt.size()) + q.produced + 1;
     if (reserved > 0) {
       res.utilization_sum += static_cast<double>(data) / static_cast<double>(reserved);
       ++res.utilization_steps;
@@ -252,8 +347,9 @@ result run_contiguous(const options& o, const std::vector<request>& trace, std::
     for (std::size_t i = 0; i < run.size();) {
       ++run[i].produced;
       ++res.generated;
-      if (run[i].produced >= trace[run[i].req].output) {
+      if (run[i].produced >= static_cast<std::int64_t>(trace[run[i].req].output.size())) {
         reserved -= run[i].reserved;
+        arrive.finished(run[i].req, step);
         run[i] = run.back();
         run.pop_back();
         ++finished;
@@ -273,11 +369,19 @@ result run_contiguous(const options& o, const std::vector<request>& trace, std::
 [[noreturn]] void usage(int code) {
   std::printf(
       "kvcache-sim: serve a synthetic trace with kvcache's paged store and a contiguous baseline\n"
+      "  --trace KIND          sharegpt (independent requests), multiturn (conversations whose\n"
+      "                        turns resend the history), shared-prefix (a few long system\n"
+      "                        prompts) (sharegpt)\n"
+      "  --prefix KIND         prefix cache of the paged run: none, radix, hash (none)\n"
       "  --requests N          requests in the trace (2000)\n"
-      "  --rate R              mean arrivals per step, Poisson (8)\n"
-      "  --prompt-median N     median prompt tokens, log-normal (180); --prompt-sigma S (1.0)\n"
+      "  --rate R              mean arrivals per step, Poisson; conversations for multiturn (8)\n"
+      "  --prompt-median N     median prompt (or user message) tokens, log-normal (180);\n"
+      "                        --prompt-sigma S (1.0)\n"
       "  --output-median N     median output tokens, log-normal (160); --output-sigma S (1.1)\n"
       "  --max-new-tokens N    per-request output cap; the contiguous baseline reserves it (2048)\n"
+      "  --turns N             multiturn: mean turns per conversation (5); --think N: mean steps\n"
+      "                        between a reply and the next turn (30)\n"
+      "  --system-prompts N    shared-prefix: distinct system prompts (8)\n"
       "  --memory-gib G        KV memory budget in GiB at Llama-3-8B shapes (16)\n"
       "  --page-size N         tokens per page (16)\n"
       "  --max-batch N         sequences per step (1024); --max-batch-tokens N (8192)\n"
@@ -312,19 +416,32 @@ int main(int argc, char** argv) {
       }
       return x;
     };
-    if (a == "--requests") o.requests = static_cast<std::int64_t>(number(1));
-    else if (a == "--rate") o.arrival_rate = number(1e-6);
-    else if (a == "--prompt-median") o.prompt_median = number(1);
-    else if (a == "--prompt-sigma") o.prompt_sigma = number(0);
-    else if (a == "--output-median") o.output_median = number(1);
-    else if (a == "--output-sigma") o.output_sigma = number(0);
-    else if (a == "--max-new-tokens") o.max_new_tokens = static_cast<std::int64_t>(number(1));
+    auto choice = [&](std::initializer_list<const char*> allowed) {
+      const std::string v = value();
+      for (const char* c : allowed)
+        if (v == c) return v;
+      std::fprintf(stderr, "kvcache-sim: bad value '%s' for %s\n", v.c_str(), a.data());
+      std::exit(2);
+    };
+    auto& t = o.trace;
+    if (a == "--trace") t.kind = choice({"sharegpt", "multiturn", "shared-prefix"});
+    else if (a == "--prefix") o.prefix = choice({"none", "radix", "hash"});
+    else if (a == "--requests") t.requests = static_cast<std::int64_t>(number(1));
+    else if (a == "--rate") t.arrival_rate = number(1e-6);
+    else if (a == "--prompt-median") t.prompt_median = number(1);
+    else if (a == "--prompt-sigma") t.prompt_sigma = number(0);
+    else if (a == "--output-median") t.output_median = number(1);
+    else if (a == "--output-sigma") t.output_sigma = number(0);
+    else if (a == "--max-new-tokens") t.max_new_tokens = static_cast<std::int64_t>(number(1));
+    else if (a == "--turns") t.turns_mean = static_cast<std::int32_t>(number(1));
+    else if (a == "--think") t.think_mean = number(0);
+    else if (a == "--system-prompts") t.system_prompts = static_cast<std::int32_t>(number(1));
     else if (a == "--memory-gib") o.memory_gib = number(1e-3);
     else if (a == "--page-size") o.page_size = static_cast<std::int32_t>(number(1));
     else if (a == "--max-batch") o.max_batch = static_cast<std::int32_t>(number(1));
     else if (a == "--max-batch-tokens") o.max_batch_tokens = static_cast<std::int64_t>(number(1));
     else if (a == "--watermark") o.watermark = number(0);
-    else if (a == "--seed") o.seed = static_cast<std::uint64_t>(number(0));
+    else if (a == "--seed") t.seed = static_cast<std::uint64_t>(number(0));
     else if (a == "--json") o.json = true;
     else if (a == "--no-progress") o.progress = false;
     else if (a == "--help" || a == "-h") usage(0);
@@ -343,51 +460,66 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "kvcache-sim: %.3f GiB holds no %d-token page\n", o.memory_gib, o.page_size);
       return 2;
     }
-    const auto trace = make_trace(o);
+    const auto trace = kvsim::make_trace(o.trace);
     double prompt_mean = 0, output_mean = 0;
     for (auto& r : trace) {
-      prompt_mean += static_cast<double>(r.prompt);
-      output_mean += static_cast<double>(r.output);
+      prompt_mean += static_cast<double>(r.prompt.size());
+      output_mean += static_cast<double>(r.output.size());
     }
     prompt_mean /= static_cast<double>(trace.size());
     output_mean /= static_cast<double>(trace.size());
     const result paged = run_paged(o, trace, num_pages);
     const result contig = run_contiguous(o, trace, slots);
+    const double hit_rate = paged.prompt_tokens ? static_cast<double>(paged.hit_tokens) / static_cast<double>(paged.prompt_tokens) : 0.0;
+    const double ideal_rate = paged.prompt_tokens ? static_cast<double>(paged.ideal_hit_tokens) / static_cast<double>(paged.prompt_tokens) : 0.0;
     if (o.json) {
       fmt::print(
-          "{{\"config\": {{\"requests\": {}, \"rate\": {}, \"memory_gib\": {}, \"page_size\": {}, "
-          "\"max_new_tokens\": {}, \"watermark\": {}, \"pages\": {}, \"token_slots\": {}, \"prompt_mean\": {:.1f}, "
-          "\"output_mean\": {:.1f}, \"seed\": {}}},\n"
+          "{{\"config\": {{\"trace\": \"{}\", \"prefix\": \"{}\", \"requests\": {}, \"rate\": {}, "
+          "\"memory_gib\": {}, \"page_size\": {}, \"max_new_tokens\": {}, \"watermark\": {}, "
+          "\"pages\": {}, \"token_slots\": {}, \"prompt_mean\": {:.1f}, \"output_mean\": {:.1f}, "
+          "\"seed\": {}}},\n"
           " \"paged\": {{\"utilization\": {:.4f}, \"max_batch\": {}, \"mean_batch\": {:.1f}, "
           "\"preemptions\": {}, \"throughput_tokens_per_step\": {:.2f}, \"steps\": {}, "
           "\"generated_tokens\": {}, \"prefill_tokens\": {}, \"reserve_ns_per_sequence\": {:.1f}, "
           "\"wall_ms\": {:.1f}}},\n"
           " \"contiguous\": {{\"utilization\": {:.4f}, \"max_batch\": {}, \"mean_batch\": {:.1f}, "
           "\"throughput_tokens_per_step\": {:.2f}, \"steps\": {}, \"generated_tokens\": {}, "
-          "\"wall_ms\": {:.1f}}},\n"
+          "\"prefill_tokens\": {}, \"wall_ms\": {:.1f}}},\n"
+          " \"prefix\": {{\"hit_rate\": {:.4f}, \"ideal_hit_rate\": {:.4f}, "
+          "\"prefill_tokens_saved\": {}, \"prompt_tokens\": {}, \"cached_pages_at_end\": {}}},\n"
           " \"max_batch_ratio\": {:.2f}}}\n",
-          o.requests, o.arrival_rate, o.memory_gib, o.page_size, o.max_new_tokens, o.watermark, num_pages,
-          slots, prompt_mean, output_mean, o.seed, paged.utilization(), paged.max_batch,
-          paged.mean_batch, paged.preemptions, paged.throughput(), paged.steps, paged.generated,
+          o.trace.kind, o.prefix, o.trace.requests, o.trace.arrival_rate, o.memory_gib,
+          o.page_size, o.trace.max_new_tokens, o.watermark, num_pages, slots, prompt_mean,
+          output_mean, o.trace.seed, paged.utilization(), paged.max_batch, paged.mean_batch,
+          paged.preemptions, paged.throughput(), paged.steps, paged.generated,
           paged.prefill_tokens, paged.reserve_ns_per_seq, paged.wall_ms, contig.utilization(),
           contig.max_batch, contig.mean_batch, contig.throughput(), contig.steps,
-          contig.generated, contig.wall_ms,
+          contig.generated, contig.prefill_tokens, contig.wall_ms, hit_rate, ideal_rate,
+          paged.saved_tokens, paged.prompt_tokens, paged.cached_pages_end,
           static_cast<double>(paged.max_batch) / std::max(1, contig.max_batch));
       return 0;
     }
-    fmt::print("kvcache-sim: {} requests, {:.1f} arrivals/step, prompts mean {:.0f} tokens, "
-               "outputs mean {:.0f} tokens (cap {})\n",
-               o.requests, o.arrival_rate, prompt_mean, output_mean, o.max_new_tokens);
+    fmt::print("kvcache-sim: trace {}, {} requests, {:.2f} arrivals/step, prompts mean {:.0f} tokens, "
+               "outputs mean {:.0f} tokens (cap {}), prefix cache: {}\n",
+               o.trace.kind, o.trace.requests, o.trace.arrival_rate, prompt_mean, output_mean,
+               o.trace.max_new_tokens, o.prefix);
     fmt::print("KV budget {:.1f} GiB at {}: {} pages of {} tokens = {} token slots\n\n",
                o.memory_gib, o.layout.to_string(), num_pages, o.page_size, slots);
-    fmt::print("{:<34}{:>14}{:>14}\n", "", "paged", "contiguous");
-    fmt::print("{:<34}{:>14.3f}{:>14.3f}\n", "utilization (data / reserved)", paged.utilization(), contig.utilization());
-    fmt::print("{:<34}{:>14}{:>14}\n", "max batch (sequences)", paged.max_batch, contig.max_batch);
-    fmt::print("{:<34}{:>14.1f}{:>14.1f}\n", "mean batch (sequences)", paged.mean_batch, contig.mean_batch);
-    fmt::print("{:<34}{:>14.2f}{:>14.2f}\n", "throughput (tokens / step)", paged.throughput(), contig.throughput());
-    fmt::print("{:<34}{:>14}{:>14}\n", "steps to serve the trace", paged.steps, contig.steps);
-    fmt::print("{:<34}{:>14}{:>14}\n", "preemptions (recompute)", paged.preemptions, 0);
-    fmt::print("{:<34}{:>14.1f}{:>14}\n", "host reserve ns / sequence / step", paged.reserve_ns_per_seq, "-");
+    fmt::print("{:<36}{:>14}{:>14}\n", "", "paged", "contiguous");
+    fmt::print("{:<36}{:>14.3f}{:>14.3f}\n", "utilization (data / reserved)", paged.utilization(), contig.utilization());
+    fmt::print("{:<36}{:>14}{:>14}\n", "max batch (sequences)", paged.max_batch, contig.max_batch);
+    fmt::print("{:<36}{:>14.1f}{:>14.1f}\n", "mean batch (sequences)", paged.mean_batch, contig.mean_batch);
+    fmt::print("{:<36}{:>14.2f}{:>14.2f}\n", "throughput (tokens / step)", paged.throughput(), contig.throughput());
+    fmt::print("{:<36}{:>14}{:>14}\n", "steps to serve the trace", paged.steps, contig.steps);
+    fmt::print("{:<36}{:>14}{:>14}\n", "prefill tokens computed", paged.prefill_tokens, contig.prefill_tokens);
+    fmt::print("{:<36}{:>14}{:>14}\n", "preemptions (recompute)", paged.preemptions, 0);
+    fmt::print("{:<36}{:>14.1f}{:>14}\n", "host bookkeeping ns / sequence / step", paged.reserve_ns_per_seq, "-");
+    if (o.prefix != "none") {
+      fmt::print("\nprefix cache ({}): hit rate {:.3f} of prompt tokens, ideal (unbounded) {:.3f} "
+                 "({:.2f} of ideal); {} prefill tokens saved; {} pages cached at the end\n",
+                 o.prefix, hit_rate, ideal_rate, ideal_rate > 0 ? hit_rate / ideal_rate : 0.0,
+                 paged.saved_tokens, paged.cached_pages_end);
+    }
     fmt::print("\npaged serves {:.2f}x the batch of the contiguous baseline\n",
                static_cast<double>(paged.max_batch) / std::max(1, contig.max_batch));
   } catch (const kvcache::error& e) {
