@@ -31,3 +31,8 @@
 #include "kvcache/paging/page_pool.hpp"
 #include "kvcache/paging/paged_kv_store.hpp"
 #include "kvcache/paging/paged_kv_view.hpp"
+#include "kvcache/quality/baselines.hpp"
+#include "kvcache/quality/compression.hpp"
+#include "kvcache/quality/safetensors.hpp"
+#include "kvcache/quality/score.hpp"
+#include "kvcache/quality/trace.hpp"
