@@ -10,7 +10,7 @@
 #include <set>
 
 #include "kvcache/core/error.hpp"
-#include "kvcache/quality/detail/half.hpp"
+#include "kvcache/core/numeric.hpp"
 #include "kvcache/quality/detail/json.hpp"
 
 static_assert(std::endian::native == std::endian::little,
@@ -313,7 +313,7 @@ std::vector<float> safetensors_file::to_f32(std::string_view name) const {
         std::uint16_t h = 0;
         std::memcpy(&h, raw.data() + 2 * i, 2);
         out[i] =
-            t.dtype == st_dtype::f16 ? detail::f16_bits_to_float(h) : detail::bf16_bits_to_float(h);
+            t.dtype == st_dtype::f16 ? to_float(float16::from_bits(h)) : to_float(bfloat16::from_bits(h));
       }
       break;
     case st_dtype::i32:

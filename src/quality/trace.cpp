@@ -58,7 +58,7 @@ std::vector<float> load_tensor(const safetensors_file& f, const std::string& nam
 trace trace::load(const std::filesystem::path& path) { return from(safetensors_file::open(path)); }
 
 trace trace::from(const safetensors_file& f) {
-  const std::string& format = require_meta(f, "format");
+  const std::string format = require_meta(f, "format");
   KVCACHE_EXPECTS(format == trace_format, errc::parse_error,
                   "{}: metadata format is '{}', expected '{}'", f.source(), format, trace_format);
   constexpr std::int64_t max_dim = 1 << 20;
@@ -76,7 +76,7 @@ trace trace::from(const safetensors_file& f) {
                   t.kv_heads_);
 
   std::vector<int> indices;
-  const std::string& layers = require_meta(f, "layers");
+  const std::string layers = require_meta(f, "layers");
   std::string_view rest = layers;
   while (!rest.empty()) {
     const auto comma = rest.find(',');
