@@ -6,9 +6,19 @@
  * Each operation has a host implementation (`*_host`, in kvcache::kvcache, synchronous) and a
  * CUDA one (`*_cuda`, in kvcache::cuda, asynchronous on the given stream) with the same contract;
  * the tests check one against the other. Pointers given to a `*_cuda` call must be device
- * accessible (device or pinned memory); to a `*_host` call, host accessible.
+ * accessible (device or pinned memory; pageable host memory only where the device can read it,
+ * else errc::invalid_argument); to a `*_host` call, host accessible. Data pointers must be
+ * aligned to the element size, index arrays to theirs.
  * Element types: any whose size is 2 or 4 bytes (f32, f16, bf16); the data is moved, not
  * converted, so results are bit-exact.
+ *
+ * Index arrays (slots, page tables, copy pairs) that the host can read (pinned memory) are
+ * validated on the host before a `*_cuda` launch, with the `*_host` errors; in device memory they
+ * cannot be read without a sync, so the kernels skip what is out of range (a slot beyond the pool,
+ * a page id outside it, a negative output offset), so they never go outside the pool. A
+ * `*_host` call validates everything before it writes: when it throws, nothing changed.
+ * Performance (CUDA): 16-byte vectors where rows, pages and pointers allow, one wave of blocks,
+ * index math by multiply-high division; figures in docs/performance.md.
  */
 #pragma once
 
@@ -81,12 +91,18 @@ void append_kv_cuda(const paged_kv_view& pool, const kv_input_view& input,
  * @brief Copies the tokens of each table of `tables` (pages of layer `layer`) to contiguous
  * output: table t's token j goes to row `out_offsets[t] + j` of `out_k` / `out_v`, a row being
  * `[heads_per_page][head_dim]` elements (NHD, whatever the pool's order).
- * @throws kvcache::error out_of_range for a page id beyond the pool or a bad last_page_len.
+ * @throws kvcache::error out_of_range for a page id beyond the pool, a bad last_page_len, a
+ * negative out_offsets entry or a `layer` outside the pool; invalid_argument for a decreasing
+ * indptr or null pointers; shape_mismatch for the tables' page_size.
  * @note O(tokens gathered); synchronous.
  */
 void gather_kv_host(const paged_kv_view& pool, std::int32_t layer, const page_table_view& tables,
                     const std::int64_t* out_offsets, std::byte* out_k, std::byte* out_v);
-/// @brief `gather_kv_host`'s contract on the GPU, asynchronous on `s`.
+/**
+ * @brief `gather_kv_host`'s contract on the GPU, asynchronous on `s`. The tables may be in device
+ * memory: the number of pages is read on the device (no host sync); rows of a page id outside the
+ * pool (device-resident tables) are left untouched.
+ */
 void gather_kv_cuda(const paged_kv_view& pool, std::int32_t layer, const page_table_view& tables,
                     const std::int64_t* out_offsets, std::byte* out_k, std::byte* out_v,
                     stream_view s);
@@ -95,11 +111,16 @@ void gather_kv_cuda(const paged_kv_view& pool, std::int32_t layer, const page_ta
 /**
  * @brief Copies whole pages (K and V, every layer array): `pool[copies[i].dst] = pool[copies[i].src]`.
  * Destinations must be distinct and no destination may be a source.
- * @throws kvcache::error out_of_range naming a page id beyond the pool.
+ * @throws kvcache::error out_of_range naming a page id beyond the pool; invalid_argument for a
+ * destination written twice or also a source.
  * @note O(pages x page bytes); synchronous.
  */
 void copy_pages_host(const paged_kv_view& pool, const page_copy* copies, std::int32_t n);
-/// @brief `copy_pages_host`'s contract on the GPU, asynchronous on `s`.
+/**
+ * @brief `copy_pages_host`'s contract on the GPU, asynchronous on `s`. Device-resident pairs are
+ * not checked for distinct destinations (a violation races); pairs naming a page outside the pool
+ * are skipped.
+ */
 void copy_pages_cuda(const paged_kv_view& pool, const page_copy* copies, std::int32_t n,
                      stream_view s);
 
