@@ -5,6 +5,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
+# Everything goes to $LOGS; at the end it is packed into $OUT/gpu-check-logs.tar.gz, and $OUT keeps
+# summary.txt, benchmarks.txt and that archive (the device tool returns at most 8 files).
+FINAL_OUT=$OUT
+OUT=$FINAL_OUT/logs
 mkdir -p "$OUT"
 source scripts/cuda-env.sh
 jobs=$(nproc)
@@ -32,10 +36,10 @@ log "build ok"
 
 ctest --preset cuda -j 4 -LE gpu "${exclude[@]}" --timeout 600 >"$OUT/ctest-host.log" 2>&1 || status=1
 log "host tests: $(grep -E 'tests passed|tests failed' "$OUT/ctest-host.log" | tail -1)"
-ctest --preset cuda -L gpu "${exclude[@]}" --timeout 600 --output-on-failure >"$OUT/ctest-gpu.log" 2>&1 || status=1
+ctest --preset cuda -L gpu "${exclude[@]}" --timeout 600 -V >"$OUT/ctest-gpu.log" 2>&1 || status=1
 log "gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/ctest-gpu.log" | tail -1)"
-if grep -q "Skipped" "$OUT/ctest-gpu.log"; then log "a gpu test SKIPPED on a GPU machine"; status=1; fi
-grep -E "Passed|Failed|Skipped|\*\*\*" "$OUT/ctest-gpu.log" | tee -a "$OUT/summary.txt"
+if grep -q "\*\*\*Skipped" "$OUT/ctest-gpu.log"; then log "a gpu test SKIPPED on a GPU machine"; status=1; fi
+grep -E "Test +#.*(Passed|Failed|Skipped)|\*\*\*|shadow .*ops" "$OUT/ctest-gpu.log" | tee -a "$OUT/summary.txt"
 
 for b in build/cuda/bench/kvcache-bench-*; do
   [[ -x "$b" ]] || continue
@@ -49,7 +53,9 @@ for b in build/cuda/bench/kvcache-bench-*; do
     log "$name FAILED"; status=1
   fi
 done
-[[ -x build/cuda/bench/kvcache-bench-gpu-report ]] || true
 for f in "$OUT"/kvcache-bench-*.txt; do echo "== $(basename "$f")"; grep -vE "^-|^Run on|^CPU|^Load|^\*\*\*|L[123]" "$f" | cut -c1-150; done
 log "done: status $status"
+cp "$OUT/summary.txt" "$FINAL_OUT/summary.txt"
+for f in "$OUT"/kvcache-bench-*.txt; do echo "== $(basename "$f")"; cat "$f"; done >"$FINAL_OUT/benchmarks.txt" 2>/dev/null
+tar -C "$FINAL_OUT" -czf "$FINAL_OUT/gpu-check-logs.tar.gz" logs && rm -rf "$OUT"
 exit $status
