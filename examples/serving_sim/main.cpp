@@ -215,8 +215,12 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
       const std::int64_t compute = n - hit;
       const std::int64_t new_pages = (n + o.page_size - 1) / o.page_size - static_cast<std::int64_t>(pages.size());
       bool ok = !(step_tokens + compute > o.max_batch_tokens && step_tokens > 0);
-      ok = ok && (run.empty() || store.allocator().free_count() - new_pages >=
-                                     static_cast<std::int64_t>(o.watermark * num_pages));
+      // cached pages nobody uses are free memory too: evict before judging the watermark
+      const auto watermark = static_cast<std::int64_t>(o.watermark * num_pages);
+      if (ok && cache && store.allocator().free_count() - new_pages < watermark) {
+        cache->evict(static_cast<std::int32_t>(new_pages + watermark - store.allocator().free_count()));
+      }
+      ok = ok && (run.empty() || store.allocator().free_count() - new_pages >= watermark);
       std::optional<seq_id> id;
       if (ok) id = store.try_create();
       if (id) {
@@ -271,9 +275,11 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
     res.max_batch = std::max(res.max_batch, static_cast<std::int32_t>(run.size()));
     res.mean_batch += static_cast<double>(run.size());
     const auto st = store.stats();
-    if (st.pages_used > 0) {
+    // pages the cache holds for future hits only are not reserved by any sequence
+    const std::int64_t seq_pages = st.pages_used - (cache ? cache->idle_pages() : 0);
+    if (seq_pages > 0) {
       res.utilization_sum += static_cast<double>(st.logical_tokens) /
-                             (static_cast<double>(st.pages_used) * o.page_size);
+                             (static_cast<double>(seq_pages) * o.page_size);
       ++res.utilization_steps;
     }
     for (std::size_t i = 0; i < run.size();) {
@@ -374,7 +380,8 @@ result run_contiguous(const options& o, const std::vector<request>& trace, std::
       "                        prompts) (sharegpt)\n"
       "  --prefix KIND         prefix cache of the paged run: none, radix, hash (none)\n"
       "  --requests N          requests in the trace (2000)\n"
-      "  --rate R              mean arrivals per step, Poisson; conversations for multiturn (8)\n"
+      "  --rate R              mean arrivals per step, Poisson (8); for multiturn: new\n"
+      "                        conversations per step (0.05)\n"
       "  --prompt-median N     median prompt (or user message) tokens, log-normal (180);\n"
       "                        --prompt-sigma S (1.0)\n"
       "  --output-median N     median output tokens, log-normal (160); --output-sigma S (1.1)\n"
@@ -396,6 +403,7 @@ result run_contiguous(const options& o, const std::vector<request>& trace, std::
 
 int main(int argc, char** argv) {
   options o;
+  bool rate_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     auto value = [&]() -> const char* {
@@ -424,6 +432,7 @@ int main(int argc, char** argv) {
       std::exit(2);
     };
     auto& t = o.trace;
+    if (a == "--rate") rate_given = true;
     if (a == "--trace") t.kind = choice({"sharegpt", "multiturn", "shared-prefix"});
     else if (a == "--prefix") o.prefix = choice({"none", "radix", "hash"});
     else if (a == "--requests") t.requests = static_cast<std::int64_t>(number(1));
@@ -449,6 +458,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "kvcache-sim: unknown flag '%s'\n", argv[i]);
       usage(2);
     }
+  }
+  if (!rate_given && o.trace.kind == "multiturn") {
+    // A conversation lives for about turns x (output + think) steps: 0.05 new conversations per
+    // step keeps the default 16 GiB busy (a full cache, preemption-free batches of ~70) without
+    // an overload that no cache could serve (see docs/prefix.md for the curve).
+    o.trace.arrival_rate = 0.05;
   }
   try {
     o.layout.page_size = o.page_size;
@@ -506,7 +521,7 @@ int main(int argc, char** argv) {
     fmt::print("KV budget {:.1f} GiB at {}: {} pages of {} tokens = {} token slots\n\n",
                o.memory_gib, o.layout.to_string(), num_pages, o.page_size, slots);
     fmt::print("{:<36}{:>14}{:>14}\n", "", "paged", "contiguous");
-    fmt::print("{:<36}{:>14.3f}{:>14.3f}\n", "utilization (data / reserved)", paged.utilization(), contig.utilization());
+    fmt::print("{:<36}{:>14.3f}{:>14.3f}\n", "utilization (tokens / slots held)", paged.utilization(), contig.utilization());
     fmt::print("{:<36}{:>14}{:>14}\n", "max batch (sequences)", paged.max_batch, contig.max_batch);
     fmt::print("{:<36}{:>14.1f}{:>14.1f}\n", "mean batch (sequences)", paged.mean_batch, contig.mean_batch);
     fmt::print("{:<36}{:>14.2f}{:>14.2f}\n", "throughput (tokens / step)", paged.throughput(), contig.throughput());

@@ -28,6 +28,8 @@ class prefix_cache {
   /// Evicts up to n pages no sequence references; returns how many.
   virtual std::int32_t evict(std::int32_t n) = 0;
   virtual std::int64_t cached_pages() const = 0;
+  /// Cached pages that no sequence uses (memory the cache holds only for future hits). O(pages).
+  virtual std::int64_t idle_pages() const = 0;
 };
 
 using sim_store = kvcache::paged_kv_store<kvcache::host_space, kvcache::span_layers>;

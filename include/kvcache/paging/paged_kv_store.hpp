@@ -365,6 +365,12 @@ class paged_kv_store {
    * @throws kvcache::error logic_error naming the first broken invariant. O(pages + tables).
    */
   void check_invariants() const {
+    check_invariants([](page_id) { return std::int32_t{0}; });
+  }
+  /// @brief `check_invariants` where `extra_refs(p)` references on page p are held outside the
+  /// block tables (by a prefix index, say).
+  template <class ExtraRefs>
+  void check_invariants(ExtraRefs&& extra_refs) const {
     std::vector<std::int32_t> refs(static_cast<std::size_t>(alloc_.num_pages()), 0);
     for (std::uint32_t i = 0; i < seqs_.size(); ++i) {
       const auto& s = seqs_[i];
@@ -386,8 +392,9 @@ class paged_kv_store {
     }
     std::int32_t used = 0;
     for (page_id p = 0; p < alloc_.num_pages(); ++p) {
+      refs[static_cast<std::size_t>(p)] += static_cast<std::int32_t>(extra_refs(p));
       KVCACHE_EXPECTS(alloc_.ref_count(p) == refs[static_cast<std::size_t>(p)], errc::logic_error,
-                      "page {} has reference count {} but {} tables hold it", p,
+                      "page {} has reference count {} but {} tables and holders hold it", p,
                       alloc_.ref_count(p), refs[static_cast<std::size_t>(p)]);
       used += refs[static_cast<std::size_t>(p)] > 0;
     }
