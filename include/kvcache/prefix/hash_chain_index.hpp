@@ -5,23 +5,32 @@
  * maps keys to cached pages. Every hit is verified against the page's stored tokens and its
  * parent, so a hash collision can never hand one prompt another prompt's KV.
  *
- * Structure: one node per cached page, stored at the page's own id (so no node allocation): its
- * parent page, its root (salt, extra), how many cached pages continue it, and the next node that
- * shares its 32-bit table tag (collisions are chained, not dropped). A page is evictable when no cached page
- * continues it (a chain tail) and only the index references it, so a cached prefix never has a
- * hole.
+ * Structure: one node per cached page, in a slab indexed by node id (not by page id): a record
+ * holds the node's parent node, root (salt, extra), page, the next node sharing its 32-bit table
+ * tag (collisions are chained, not dropped) and the page's tokens, so a verification reads one
+ * record; its 128-bit key and child count sit in node-indexed arrays beside it, and the page's
+ * state (cached, lent, its node) in the shared page-indexed array. Nodes are taken from a stack
+ * that eviction refills tail first, so a chain inserted at once gets consecutive nodes. A page is
+ * evictable when no cached page continues it (a chain tail) and only the index references it, so
+ * a cached prefix never has a hole.
  *
- * Complexity: `match` O(pages matched + 1) hashes and lookups, pipelined 32 pages at a time
- * (keys computed ahead, table slots and nodes prefetched); `insert` O(pages), hashing only pages
- * that are not the caller's own already-cached pages; `evict(n)` O((n + p) log u) with u evictable
- * tails and p tails found in use (each counted as used then, so it is not scanned again soon).
- * Memory: per pool page about page_size x 4 + 68 bytes, allocated at construction.
+ * Complexity: `match` O(pages matched + 1): where a chain's nodes are consecutive, the node after
+ * the last one matched is verified directly (same parent and tokens: the node the table would
+ * give, whose key is a function of both), with no hashing; elsewhere pages are hashed a block
+ * ahead (up to 32), their table slots and then their records prefetched, then verified. `insert`
+ * O(pages), hashing only pages that are not the caller's own already-cached pages. `evict(n)`
+ * O((n + p) log u) with u evictable tails and p tails found in use (each counted as used then, so
+ * it is not scanned again soon), O(1) a page along a chain: a tail's parent that becomes a tail
+ * replaces it at the top of the heap (where it stays when it inherits the tail's time), and the
+ * state of the next pages up the chain is prefetched. Large arrays ask for transparent huge pages (Linux).
+ * Memory: per pool page about page_size x 4 + 88 bytes, allocated at construction.
  * Thread-safety: none; one scheduler thread owns the index, the allocator and the store.
  */
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -29,7 +38,9 @@
 #include "kvcache/paging/lifo_allocator.hpp"
 #include "kvcache/paging/page_allocator.hpp"
 #include "kvcache/prefix/detail/flat_table.hpp"
+#include "kvcache/prefix/detail/huge_allocator.hpp"
 #include "kvcache/prefix/detail/index_base.hpp"
+#include "kvcache/prefix/detail/prefetch.hpp"
 #include "kvcache/prefix/eviction.hpp"
 #include "kvcache/prefix/hasher.hpp"
 #include "kvcache/prefix/prefix_index.hpp"
@@ -57,10 +68,15 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
   explicit hash_chain_index(Allocator& alloc, std::int32_t page_size,
                             const prefix_index_options& options = {}, Eviction policy = {},
                             Hasher hasher = {})
-      : base(alloc, page_size, options, std::move(policy), std::move(hasher)),
-        nodes_(static_cast<std::size_t>(this->num_pages_)),
+      : base(alloc, page_size, options, std::move(policy), std::move(hasher),
+             /*page_storage=*/false),
+        stride_(header + this->ps_),
+        records_(static_cast<std::size_t>(this->num_pages_) * static_cast<std::size_t>(stride_)),
+        keys_(static_cast<std::size_t>(this->num_pages_)),
+        children_(static_cast<std::size_t>(this->num_pages_), 0),
         table_(static_cast<std::size_t>(this->num_pages_)) {
     this->reserve_units(static_cast<std::size_t>(this->num_pages_));
+    reset_nodes();
   }
   ~hash_chain_index() { release_all(); }
   hash_chain_index(hash_chain_index&&) noexcept = default;
@@ -68,10 +84,14 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
     if (this != &o) {
       release_all();
       base::operator=(std::move(o));
-      nodes_ = std::move(o.nodes_);
+      stride_ = o.stride_;
+      records_ = std::move(o.records_);
+      keys_ = std::move(o.keys_);
+      children_ = std::move(o.children_);
+      free_nodes_ = std::move(o.free_nodes_);
       table_ = std::move(o.table_);
       path_ = std::move(o.path_);
-      victims_ = std::move(o.victims_);
+      fresh_ = std::move(o.fresh_);
     }
     return *this;
   }
@@ -90,15 +110,16 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
     const auto n = static_cast<std::int32_t>(
         std::min<std::size_t>(tokens.size() / static_cast<std::size_t>(ps), out.size()));
     std::int32_t m = 0;
+    std::int32_t last = -1;
     const std::int32_t r = this->find_root(key);
-    if (r >= 0 && n > 0) m = walk(tokens.data(), key.extra, r, n, out.data());
+    if (r >= 0 && n > 0) m = walk(tokens.data(), key.extra, r, n, out.data(), last);
     ++this->tick_;
     for (std::int32_t i = 0; i < m; ++i) {
-      if (i + lookahead < m) this->prefetch_page_state(out[static_cast<std::size_t>(i + lookahead)]);
+      if (i + lend_ahead < m) this->prefetch_lend(out[static_cast<std::size_t>(i + lend_ahead)]);
       this->lend(out[static_cast<std::size_t>(i)]);
     }
     // Only the deepest page is stamped: its ancestors get the time when it goes (inherit).
-    if (m > 0) this->touch(out[static_cast<std::size_t>(m - 1)]);
+    if (m > 0) this->touch(last);
     auto& st = this->stats_;
     ++st.lookups;
     st.lookup_tokens += static_cast<std::int64_t>(n) * ps;
@@ -132,7 +153,7 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
     const auto n = static_cast<std::int32_t>(pages.size());
     std::int32_t r = this->find_root(key);
     page_key pk = r >= 0 ? this->root(r).hash : this->hasher_.root(key.salt, key.extra);
-    std::int32_t parent = -1;
+    std::int32_t parent = -1;  // node
     std::int32_t f = 0;
     bool have_next = false;
     page_key next_key{};
@@ -141,18 +162,15 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
       for (; f < n; ++f) {
         const page_id p = pages[static_cast<std::size_t>(f)];
         const std::int32_t* tok = tokens.data() + static_cast<std::size_t>(f) * ps;
-        if (f + lookahead < n) {
-          const page_id ahead = pages[static_cast<std::size_t>(f + lookahead)];
-#if defined(__GNUC__)
-          __builtin_prefetch(&nodes_[static_cast<std::size_t>(ahead)]);
-#endif
-          this->prefetch_page_state(ahead);
+        // The caller's page is the cached one (it came from a match): its node is usually the
+        // one after the parent's (a chain's nodes are allocated in a run), else found by page.
+        std::int32_t q = parent >= 0 && parent + 1 < capacity() ? parent + 1 : -1;
+        if (q < 0 || !holds(q, p, parent, r)) {
+          q = this->page_unit(p);
+          if (q >= 0 && !holds(q, p, parent, r)) q = -1;
         }
-        std::int32_t q = -1;
-        if (this->is_cached(p) && node_of(p).parent == parent && node_of(p).root == r) {
-          q = p;  // the caller's page is the cached one (it came from a match)
-        } else {
-          if (parent >= 0) pk = this->keys_[static_cast<std::size_t>(parent)];
+        if (q < 0) {
+          if (parent >= 0) pk = keys_[static_cast<std::size_t>(parent)];
           const page_key k = this->hasher_.page(pk, this->page_span(tok), key.extra);
           q = verify(lookup(k), parent, r, tok);
           if (q < 0) {
@@ -168,7 +186,7 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
         path_.push_back(q);
         parent = q;  // its key is read only if a page after it needs hashing
       }
-      if (parent >= 0) pk = this->keys_[static_cast<std::size_t>(parent)];
+      if (parent >= 0) pk = keys_[static_cast<std::size_t>(parent)];
     }
     this->mark_new_pages(pages.subspan(static_cast<std::size_t>(f)), f,
                          "hash_chain_index::insert");
@@ -186,11 +204,14 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
     }
     if (f == n) return 0;
     if (r < 0) r = this->create_root(key, pk);
-    if (parent >= 0 && node_of(parent).children == 0) this->make_unevictable(parent);
+    if (parent >= 0 && children_[static_cast<std::size_t>(parent)] == 0) {
+      this->make_unevictable(parent);
+    }
     const page_key first_parent = pk;
     page_key kb[block];
+    fresh_.clear();
     for (std::int32_t i0 = f; i0 < n; i0 += block) {
-      // Keys of a block first (their table slots and the pages' records prefetched), then the
+      // Keys of a block first (their table slots and the pages' states prefetched), then the
       // block's inserts: the cache misses of a block overlap.
       const std::int32_t b = std::min(block, n - i0);
       for (std::int32_t j = 0; j < b; ++j) {
@@ -201,51 +222,54 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
                                       : this->hasher_.page(pk, this->page_span(tok), key.extra);
         pk = kb[j];
         table_.prefetch(kb[j].lo);
-#if defined(__GNUC__)
-        __builtin_prefetch(&nodes_[static_cast<std::size_t>(p)], 1);
-        __builtin_prefetch(&this->keys_[static_cast<std::size_t>(p)], 1);
-        __builtin_prefetch(this->page_tokens(p), 1);
-#endif
+        this->prefetch_lend(p);
       }
       for (std::int32_t j = 0; j < b; ++j) {
         const std::int32_t i = i0 + j;
         const page_id p = pages[static_cast<std::size_t>(i)];
         const page_key& k = kb[j];
-        node& nd = node_of(p);
-        nd = node{parent, r, 0, -1};
-        this->keys_[static_cast<std::size_t>(p)] = k;
-        this->store_tokens(p, tokens.data() + static_cast<std::size_t>(i) * ps);
+        const std::int32_t u = free_nodes_.back();
+        free_nodes_.pop_back();
+        std::int32_t* rec = record(u);
+        rec[0] = parent;
+        rec[1] = r;
+        rec[2] = p;
+        rec[3] = -1;
+        std::memcpy(rec + header, tokens.data() + static_cast<std::size_t>(i) * ps,
+                    static_cast<std::size_t>(ps) * sizeof(std::int32_t));
+        keys_[static_cast<std::size_t>(u)] = k;
         const std::int32_t head = lookup(k);
         if (head >= 0) {  // same table tag, other content or parent: chain it
-          nd.next_same = node_of(head).next_same;
-          node_of(head).next_same = p;
+          rec[3] = record(head)[3];
+          record(head)[3] = u;
           ++this->stats_.collisions;
         } else {
-          table_.insert(k.lo, p);
+          table_.insert(k.lo, u);
         }
         if (parent >= 0) {
-          ++node_of(parent).children;
+          ++children_[static_cast<std::size_t>(parent)];
         } else {
           ++this->root(r).users;
         }
         this->adopt(p);
-        this->reset_unit(p);
-        this->stamp(p);
-        if (retain) apply_retention(p, i, retention, now, true);
-        parent = p;
+        this->set_page_unit(p, u);
+        this->reset_unit(u);
+        this->stamp(u);
+        if (retain) apply_retention(u, i, retention, now, true);
+        fresh_.push_back(u);
+        parent = u;
       }
     }
-    this->make_evictable(pages[static_cast<std::size_t>(n - 1)]);
+    this->make_evictable(parent);
     if (this->events_.enabled()) {
       prefix_event& e = this->events_.start(prefix_event_type::block_stored, ps);
       e.salt = key.salt;
       e.extra = key.extra;
       e.parent = first_parent;
       e.first_token = static_cast<std::int64_t>(f) * ps;
-      for (std::int32_t i = f; i < n; ++i) {
-        const page_id p = pages[static_cast<std::size_t>(i)];
-        e.keys.push_back(this->keys_[static_cast<std::size_t>(p)]);
-        e.pages.push_back(p);
+      for (const std::int32_t u : fresh_) {
+        e.keys.push_back(keys_[static_cast<std::size_t>(u)]);
+        e.pages.push_back(record(u)[2]);
       }
       e.tokens.assign(tokens.begin() + static_cast<std::ptrdiff_t>(f) * ps,
                       tokens.begin() + static_cast<std::ptrdiff_t>(n) * ps);
@@ -265,27 +289,55 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
     this->expire_due();
     std::int32_t freed = 0;
     auto less = this->evict_less();
+    std::int32_t ahead = -1;  // a node up the current chain, whose page state is prefetched
+    std::int32_t expect = -1;  // the parent of the last victim: the chain's next tail
     while (freed < n && !this->heap_.empty()) {
       const std::int32_t u = this->heap_.top();
-      if (this->alloc_->ref_count(u) > 1) {  // in use: not evictable now
+      // Pages of a chain go tail first: prefetch the state of the pages evict_ahead up.
+      if (u != expect) {
+        ahead = u;
+        for (std::int32_t k = 0; k < evict_ahead && ahead >= 0; ++k) {
+          ahead = record(ahead)[0];
+          if (ahead >= 0) prefetch_victim(ahead);
+        }
+      } else if (ahead >= 0) {
+        ahead = record(ahead)[0];
+        if (ahead >= 0) prefetch_victim(ahead);
+      }
+      const std::int32_t* rec = record(u);
+      if (this->alloc_->ref_count(rec[2]) > 1) {  // in use: not evictable now
         this->heap_.erase(u, less);
         this->pinned_.push_back(u);
+        expect = -1;
         continue;
       }
-      detach(u);  // the table is updated below, prefetched
-      victims_.push_back(u);
+      expect = rec[0];
+      const std::int32_t parent = rec[0];
+      const std::int32_t r = rec[1];
+      this->note_removed(this->root(r).key.salt, keys_[static_cast<std::size_t>(u)], rec[2]);
+      if (parent >= 0) {
+        this->inherit(parent, u);  // before u's state is reset
+        if (--children_[static_cast<std::size_t>(parent)] == 0) {
+          this->heap_.replace_top(parent, less);  // the parent is a tail now
+        } else {
+          this->heap_.pop(less);
+        }
+      } else {
+        this->heap_.pop(less);
+        if (--this->root(r).users == 0) this->destroy_root(r);
+      }
+      this->drop_unit(u);  // out of the expiry heap, state reset
+      // Its table entry (slot prefetched evict_ahead victims ago), record and page go now.
+      const page_id p = rec[2];
+      unlink(u);
+      std::int32_t* w = record(u);
+      w[0] = w[1] = w[2] = w[3] = -1;
+      this->forget_page(p);
+      // Freed in eviction order (a chain tail first): taken back lowest first, so the next
+      // chain inserted gets a run of consecutive nodes.
+      free_nodes_.push_back(u);
       ++freed;
     }
-    for (std::size_t i = 0; i < victims_.size(); ++i) {
-      if (i + prefetch_distance < victims_.size()) {
-        table_.prefetch(this->keys_[static_cast<std::size_t>(victims_[i + prefetch_distance])].lo);
-      }
-      const page_id u = victims_[i];
-      unlink(u);
-      node_of(u) = node{};
-      this->forget_page(u);
-    }
-    victims_.clear();
     ++this->tick_;
     this->restore_pinned();
     this->stats_.evicted_pages += freed;
@@ -297,7 +349,7 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
   /// O(pool pages).
   void clear() {
     release_all();
-    for (auto& nd : nodes_) nd = node{};
+    reset_nodes();
     table_.clear();
     this->clear_units();
     this->clear_roots();
@@ -305,44 +357,61 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
     this->publish_cleared();
   }
 
-  /// @brief Checks the structure against the allocator (for tests): every cached page is
-  /// referenced, its parent cached in the same root, child counts and root users add up, the
-  /// evictable set is exactly the chain tails, and every node is found under its key.
+  /// @brief Checks the structure against the allocator (for tests): every cached page has one
+  /// node and is referenced, its parent cached in the same root, child counts and root users add
+  /// up, the evictable set is exactly the chain tails, and every node is found under its key.
   /// @throws kvcache::error logic_error naming the first broken invariant. O(pool pages).
   void check_invariants() const {
-    const std::int32_t np = this->num_pages_;
-    std::vector<std::int32_t> children(static_cast<std::size_t>(np), 0);
+    const std::int32_t cap = capacity();
+    std::vector<std::int32_t> children(static_cast<std::size_t>(cap), 0);
     std::vector<std::int32_t> users(this->roots_.size(), 0);
-    std::int64_t cached = 0;
-    for (page_id p = 0; p < np; ++p) {
-      if (!this->is_cached(p)) continue;
-      ++cached;
-      const node& nd = node_of(p);
+    std::int64_t live = 0;
+    for (std::int32_t u = 0; u < cap; ++u) {
+      const std::int32_t* rec = record(u);
+      if (rec[2] < 0) continue;
+      ++live;
+      const page_id p = rec[2];
+      KVCACHE_EXPECTS(p < this->num_pages_ && this->is_cached(p) &&
+                          this->page_unit(p) == u,
+                      errc::logic_error, "node {}: page {} is not cached there", u, p);
       KVCACHE_EXPECTS(this->alloc_->ref_count(p) >= 1, errc::logic_error,
                       "cached page {} has reference count {}", p, this->alloc_->ref_count(p));
-      if (nd.parent >= 0) {
-        KVCACHE_EXPECTS(this->is_cached(nd.parent) && node_of(nd.parent).root == nd.root,
-                        errc::logic_error, "page {}: parent {} is not cached in root {}", p,
-                        nd.parent, nd.root);
-        ++children[static_cast<std::size_t>(nd.parent)];
+      if (rec[0] >= 0) {
+        KVCACHE_EXPECTS(record(rec[0])[2] >= 0 && record(rec[0])[1] == rec[1], errc::logic_error,
+                        "node {}: parent {} is not cached in root {}", u, rec[0], rec[1]);
+        ++children[static_cast<std::size_t>(rec[0])];
       } else {
-        ++users[static_cast<std::size_t>(nd.root)];
+        ++users[static_cast<std::size_t>(rec[1])];
       }
-      const page_key& k = this->keys_[static_cast<std::size_t>(p)];
+      const page_key& k = keys_[static_cast<std::size_t>(u)];
       bool found = false;
-      for (std::int32_t q = lookup(k); q >= 0; q = node_of(q).next_same) found = found || q == p;
-      KVCACHE_EXPECTS(found, errc::logic_error, "page {} is not found under its key", p);
+      for (std::int32_t q = lookup(k); q >= 0; q = record(q)[3]) found = found || q == u;
+      KVCACHE_EXPECTS(found, errc::logic_error, "node {} (page {}) is not found under its key", u,
+                      p);
     }
-    KVCACHE_EXPECTS(cached == this->stats_.cached_pages, errc::logic_error,
-                    "{} pages cached, stats say {}", cached, this->stats_.cached_pages);
-    for (page_id p = 0; p < np; ++p) {
+    std::int64_t cached = 0;
+    for (page_id p = 0; p < this->num_pages_; ++p) {
       if (!this->is_cached(p)) continue;
-      KVCACHE_EXPECTS(children[static_cast<std::size_t>(p)] == node_of(p).children,
-                      errc::logic_error, "page {} has {} children, counted {}", p,
-                      node_of(p).children, children[static_cast<std::size_t>(p)]);
-      KVCACHE_EXPECTS(this->heap_.contains(p) == (node_of(p).children == 0), errc::logic_error,
-                      "page {} with {} children is {}in the eviction heap", p, node_of(p).children,
-                      this->heap_.contains(p) ? "" : "not ");
+      ++cached;
+      const std::int32_t u = this->page_unit(p);
+      KVCACHE_EXPECTS(u >= 0 && record(u)[2] == p, errc::logic_error,
+                      "cached page {} has no node", p);
+    }
+    KVCACHE_EXPECTS(cached == this->stats_.cached_pages && live == cached, errc::logic_error,
+                    "{} pages cached, {} nodes, stats say {}", cached, live,
+                    this->stats_.cached_pages);
+    KVCACHE_EXPECTS(static_cast<std::int64_t>(free_nodes_.size()) + live == cap,
+                    errc::logic_error, "{} free nodes and {} live of {}", free_nodes_.size(), live,
+                    cap);
+    for (std::int32_t u = 0; u < cap; ++u) {
+      if (record(u)[2] < 0) continue;
+      const std::int32_t c = children_[static_cast<std::size_t>(u)];
+      KVCACHE_EXPECTS(children[static_cast<std::size_t>(u)] == c, errc::logic_error,
+                      "node {} has {} children, counted {}", u, c,
+                      children[static_cast<std::size_t>(u)]);
+      KVCACHE_EXPECTS(this->heap_.contains(u) == (c == 0), errc::logic_error,
+                      "node {} with {} children is {}in the eviction heap", u, c,
+                      this->heap_.contains(u) ? "" : "not ");
     }
     for (std::size_t r = 0; r < this->roots_.size(); ++r) {
       KVCACHE_EXPECTS(users[r] == this->roots_[r].users, errc::logic_error,
@@ -351,19 +420,47 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
   }
 
  private:
-  struct node {
-    std::int32_t parent = -1;     // parent page, -1 for a prompt's first page
-    std::int32_t root = -1;       // root record
-    std::int32_t children = 0;    // cached pages continuing this one
-    std::int32_t next_same = -1;  // next node under the same key
-  };
-  static constexpr std::int32_t block = 32;  // pages hashed and prefetched ahead in match
-  static constexpr std::size_t prefetch_distance = 8;  // victims whose table slot is prefetched
-  static constexpr std::int32_t lookahead = 8;          // pages prefetched ahead in plain loops
+  // A node's record: parent node (-1 for a prompt's first page), root, page (-1: a free node),
+  // next node under the same table tag, then the page's tokens.
+  static constexpr std::int32_t header = 4;
+  static constexpr std::int32_t block = 32;              // pages hashed ahead at most
+  static constexpr std::int32_t first_block = 4;         // pages hashed ahead after a jump
+  static constexpr std::int32_t lend_ahead = 24;         // pages whose counts are prefetched
+  static constexpr std::int32_t evict_ahead = 8;         // chain pages prefetched in evict
 
-  [[nodiscard]] node& node_of(page_id p) noexcept { return nodes_[static_cast<std::size_t>(p)]; }
-  [[nodiscard]] const node& node_of(page_id p) const noexcept {
-    return nodes_[static_cast<std::size_t>(p)];
+  [[nodiscard]] std::int32_t capacity() const noexcept { return this->num_pages_; }
+  [[nodiscard]] std::int32_t* record(std::int32_t u) noexcept {
+    return records_.data() + static_cast<std::size_t>(u) * static_cast<std::size_t>(stride_);
+  }
+  [[nodiscard]] const std::int32_t* record(std::int32_t u) const noexcept {
+    return records_.data() + static_cast<std::size_t>(u) * static_cast<std::size_t>(stride_);
+  }
+  void prefetch_record(std::int32_t u) const noexcept {
+    const char* a = reinterpret_cast<const char*>(record(u));
+    detail::prefetch(a);
+    detail::prefetch(a + static_cast<std::size_t>(stride_) * sizeof(std::int32_t) - 1);
+  }
+  void prefetch_victim(std::int32_t u) const noexcept {
+    const page_id p = record(u)[2];
+    this->prefetch_lend(p);
+    table_.prefetch(keys_[static_cast<std::size_t>(u)].lo);
+  }
+  /// Whether node q is page p continuing `parent` in root r.
+  [[nodiscard]] bool holds(std::int32_t q, page_id p, std::int32_t parent,
+                           std::int32_t r) const noexcept {
+    const std::int32_t* rec = record(q);
+    return rec[2] == p && rec[0] == parent && rec[1] == r;
+  }
+  [[nodiscard]] bool tokens_at(std::int32_t q, const std::int32_t* tok) const noexcept {
+    return std::memcmp(record(q) + header, tok,
+                       static_cast<std::size_t>(this->ps_) * sizeof(std::int32_t)) == 0;
+  }
+  void reset_nodes() {
+    std::fill(records_.begin(), records_.end(), -1);
+    std::fill(children_.begin(), children_.end(), 0);
+    free_nodes_.clear();
+    free_nodes_.reserve(static_cast<std::size_t>(capacity()));
+    for (std::int32_t u = capacity() - 1; u >= 0; --u) free_nodes_.push_back(u);  // 0 on top
   }
   [[nodiscard]] std::int64_t policy_now() const {
     if constexpr (Eviction::uses_retention) {
@@ -388,68 +485,77 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
   /// compared token by token.
   [[nodiscard]] std::int32_t verify(std::int32_t head, std::int32_t parent, std::int32_t r,
                                     const std::int32_t* tok) {
-    for (std::int32_t q = head; q >= 0; q = node_of(q).next_same) {
-      const node& nd = node_of(q);
-      if (nd.parent == parent && nd.root == r && this->tokens_equal(q, tok)) return q;
+    for (std::int32_t q = head; q >= 0; q = record(q)[3]) {
+      const std::int32_t* rec = record(q);
+      if (rec[0] == parent && rec[1] == r && tokens_at(q, tok)) return q;
     }
     if (head >= 0) ++this->stats_.collisions;
     return -1;
   }
-  /// Hashes pages [m, m + b) of the chain continuing `pk` (b = min(block, n - m)) into keys,
-  /// prefetching their table slots; `pk` becomes the last key. @return b.
-  std::int32_t hash_block(const std::int32_t* tokens, std::uint64_t extra, std::int32_t m,
-                          std::int32_t n, page_key& pk, page_key* keys) const {
-    const std::int32_t b = std::min(block, n - m);
-    for (std::int32_t i = 0; i < b; ++i) {
-      const std::int32_t* tok = tokens + static_cast<std::size_t>(m + i) * this->ps_;
-      keys[i] = this->hasher_.page(pk, this->page_span(tok), extra);
-      pk = keys[i];
-      table_.prefetch(keys[i].lo);
-    }
-    return b;
-  }
-  /// Matches up to n pages from the root, software-pipelined: while a block's nodes and tokens
-  /// are being prefetched, the next block is hashed (its slots prefetched), then the block is
-  /// verified; so the memory latency of a block's lookups overlaps the hashing of the next.
+  /// Matches up to n pages from the root. A chain's nodes are usually consecutive (inserted as
+  /// a run), so the node after the last one matched is tried first: same parent and tokens make
+  /// it the page the table would give (keys are a function of parent and tokens), with no hash.
+  /// Where that fails, a block of pages is hashed (table slots prefetched, then the nodes found
+  /// prefetched, then verified, so the misses overlap); the block doubles while jumps go on.
   std::int32_t walk(const std::int32_t* tokens, std::uint64_t extra, std::int32_t r,
-                    std::int32_t n, page_id* out) {
+                    std::int32_t n, page_id* out, std::int32_t& last) {
     const std::int32_t ps = this->ps_;
-    page_key keys[2][block];
+    const std::int32_t cap = capacity();
+    page_key keys[block];
     std::int32_t heads[block];
-    page_key pk = this->root(r).hash;
-    std::int32_t parent = -1;
+    std::int32_t cur = -1;
     std::int32_t m = 0;
-    std::int32_t cur = 0;
-    std::int32_t b = hash_block(tokens, extra, 0, n, pk, keys[0]);
-    while (b > 0) {
+    std::int32_t bsize = first_block;
+    for (;;) {
+      if (cur >= 0) {
+        const std::int32_t m0 = m;
+        for (std::int32_t c = cur + 1; m < n && c < cap; ++c) {
+          const std::int32_t* rec = record(c);
+          if (rec[0] != cur ||
+              std::memcmp(rec + header, tokens + static_cast<std::size_t>(m) * ps,
+                          static_cast<std::size_t>(ps) * sizeof(std::int32_t)) != 0) {
+            break;
+          }
+          out[m++] = rec[2];
+          cur = c;
+        }
+        if (m == n) break;
+        bsize = m > m0 ? first_block : std::min(block, bsize * 2);
+      }
+      page_key pk = cur >= 0 ? keys_[static_cast<std::size_t>(cur)] : this->root(r).hash;
+      const std::int32_t b = std::min(bsize, n - m);
+      for (std::int32_t i = 0; i < b; ++i) {
+        const std::int32_t* tok = tokens + static_cast<std::size_t>(m + i) * ps;
+        keys[i] = this->hasher_.page(pk, this->page_span(tok), extra);
+        pk = keys[i];
+        table_.prefetch(keys[i].lo);
+      }
       std::int32_t found = 0;
       for (; found < b; ++found) {
-        const std::int32_t h = lookup(keys[cur][found]);
+        const std::int32_t h = lookup(keys[found]);
         if (h < 0) break;
         heads[found] = h;
-#if defined(__GNUC__)
-        __builtin_prefetch(&nodes_[static_cast<std::size_t>(h)]);
-#endif
-        this->prefetch_page(h);
+        prefetch_record(h);
       }
-      const std::int32_t next =
-          found == b && m + b < n ? hash_block(tokens, extra, m + b, n, pk, keys[cur ^ 1]) : 0;
       for (std::int32_t i = 0; i < found; ++i) {
-        const std::int32_t q = verify(heads[i], parent, r, tokens + static_cast<std::size_t>(m) * ps);
-        if (q < 0) return m;
-        out[m++] = q;
-        parent = q;
+        const std::int32_t q =
+            verify(heads[i], cur, r, tokens + static_cast<std::size_t>(m) * ps);
+        if (q < 0) {
+          last = cur;
+          return m;
+        }
+        out[m++] = record(q)[2];
+        cur = q;
       }
-      if (found < b) return m;
-      b = next;
-      cur ^= 1;
+      if (found < b || m == n) break;
     }
+    last = cur;
     return m;
   }
-  void unlink(page_id u) {
-    const page_key& k = this->keys_[static_cast<std::size_t>(u)];
+  void unlink(std::int32_t u) {
+    const page_key& k = keys_[static_cast<std::size_t>(u)];
     if (table_.contains(k.lo, u)) {  // u heads its chain
-      const std::int32_t next = node_of(u).next_same;
+      const std::int32_t next = record(u)[3];
       if (next >= 0) {
         table_.replace(k.lo, u, next);
       } else {
@@ -458,20 +564,8 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
       return;
     }
     std::int32_t q = lookup(k);
-    while (node_of(q).next_same != u) q = node_of(q).next_same;
-    node_of(q).next_same = node_of(u).next_same;
-  }
-  /// Takes a victim out of the tree (heaps, parent, root), leaving its table entry and page.
-  void detach(page_id u) {
-    const node& nd = node_of(u);
-    this->drop_unit(u);
-    this->note_removed(this->root(nd.root).key.salt, u);
-    if (nd.parent >= 0) {
-      this->inherit(nd.parent, u);
-      if (--node_of(nd.parent).children == 0) this->make_evictable(nd.parent);
-    } else if (--this->root(nd.root).users == 0) {
-      this->destroy_root(nd.root);
-    }
+    while (record(q)[3] != u) q = record(q)[3];
+    record(q)[3] = record(u)[3];
   }
   void release_all() noexcept {
     if (!this->alloc_) return;
@@ -484,10 +578,14 @@ class hash_chain_index : public detail::index_base<Allocator, Eviction, Hasher> 
     }
   }
 
-  std::vector<node> nodes_;  // page-indexed
-  detail::flat_table table_;
+  std::int32_t stride_;                  // ints per record: header + page_size
+  detail::huge_vector<std::int32_t> records_;    // node-indexed records
+  detail::huge_vector<page_key> keys_;           // node-indexed
+  detail::huge_vector<std::int32_t> children_;   // node-indexed: cached pages continuing the node
+  std::vector<std::int32_t> free_nodes_;  // a stack
+  detail::flat_table table_;             // key -> first node under its tag
   std::vector<std::int32_t> path_;
-  std::vector<page_id> victims_;
+  std::vector<std::int32_t> fresh_;
 };
 
 static_assert(prefix_index<hash_chain_index<lifo_allocator>>);

@@ -17,7 +17,7 @@
  * edge (insert also hashes each new page once, for its 128-bit key); `evict(n)` O(n + (e + p)
  * log l) with e edges emptied, l leaf edges and p leaves found in use (each then counts as used
  * now, so it is not scanned again soon). Memory: per cached page page_size x 4 + 20 bytes in
- * its edge; per pool page ~36 bytes (page and unit state, the child table), sized at
+ * its edge; per pool page ~44 bytes (page and unit state, the child table), sized at
  * construction; per edge ~110 bytes.
  * Thread-safety: none; one scheduler thread owns the index, the allocator and the store.
  */

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "kvcache/core/error.hpp"
+#include "kvcache/prefix/detail/huge_allocator.hpp"
+#include "kvcache/prefix/detail/prefetch.hpp"
 
 namespace kvcache::detail {
 
@@ -69,11 +71,7 @@ class flat_table {
     --size_;
   }
   void prefetch(std::uint64_t h) const noexcept {
-#if defined(__GNUC__)
-    __builtin_prefetch(&slots_[home(tag_of(h))]);
-#else
-    (void)h;
-#endif
+    detail::prefetch(&slots_[home(tag_of(h))]);
   }
   void clear() noexcept {
     std::fill(slots_.begin(), slots_.end(), slot{});
@@ -104,7 +102,7 @@ class flat_table {
     return i;
   }
 
-  std::vector<slot> slots_;
+  huge_vector<slot> slots_;
   std::size_t mask_ = 0;
   std::size_t size_ = 0;
   std::size_t max_entries_ = 0;

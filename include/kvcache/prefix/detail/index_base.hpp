@@ -18,6 +18,7 @@
 
 #include "kvcache/core/error.hpp"
 #include "kvcache/paging/page_allocator.hpp"
+#include "kvcache/prefix/detail/prefetch.hpp"
 #include "kvcache/prefix/detail/unit_heap.hpp"
 #include "kvcache/prefix/events.hpp"
 #include "kvcache/prefix/eviction.hpp"
@@ -150,12 +151,13 @@ class index_base {
     return {t, static_cast<std::size_t>(ps_)};
   }
   void prefetch_page(page_id p) const noexcept {
-#if defined(__GNUC__)
-    __builtin_prefetch(page_tokens(p));
-#else
-    (void)p;
-#endif
+    detail::prefetch(page_tokens(p));
   }
+  /// The index's record of cached page p (-1 when none is set).
+  [[nodiscard]] std::int32_t page_unit(page_id p) const noexcept {
+    return meta_[static_cast<std::size_t>(p)].unit;
+  }
+  void set_page_unit(page_id p, std::int32_t u) noexcept { meta_[static_cast<std::size_t>(p)].unit = u; }
   /// References the caller may hold besides lent ones: at least the index's own.
   [[nodiscard]] std::int32_t lent_floor(page_id p) const noexcept { return is_cached(p) ? 1 : 0; }
 
@@ -178,6 +180,7 @@ class index_base {
   void forget_page(page_id p) {
     meta_[static_cast<std::size_t>(p)].cached = 0;
     meta_[static_cast<std::size_t>(p)].lent = 0;
+    meta_[static_cast<std::size_t>(p)].unit = -1;
     --stats_.cached_pages;
     alloc_->drop_ref(p);
   }
@@ -196,6 +199,12 @@ class index_base {
                     "{}: {} pages of {} tokens need >= {} tokens, got {}", what, pages.size(), ps_,
                     need, tokens.size());
     for (std::size_t i = 0; i < pages.size(); ++i) {
+      if constexpr (requires(const Allocator& a, page_id q) { a.prefetch(q); }) {
+        if (i + page_ahead < pages.size()) {
+          const page_id a = pages[i + page_ahead];
+          if (a >= 0 && a < num_pages_) alloc_->prefetch(a);
+        }
+      }
       const page_id p = pages[i];
       KVCACHE_EXPECTS(p >= 0 && p < num_pages_, errc::out_of_range,
                       "{}: page {} (index {}) is not in the pool of {} pages", what, p, i, num_pages_);
@@ -207,6 +216,10 @@ class index_base {
   /// listed twice.
   void mark_new_pages(std::span<const page_id> pages, std::int64_t first_index, const char* what) {
     for (std::size_t i = 0; i < pages.size(); ++i) {
+      if (i + page_ahead < pages.size()) {
+        const page_id a = pages[i + page_ahead];
+        if (a >= 0 && a < num_pages_) detail::prefetch(&meta_[static_cast<std::size_t>(a)]);
+      }
       auto& c = meta_[static_cast<std::size_t>(pages[i])].cached;
       if (c != 0) {
         const bool twice = c == 2;
@@ -289,11 +302,14 @@ class index_base {
   }
   /// Prefetches what `lend` and `touch` of page-unit p write (not the allocator's count).
   void prefetch_page_state(page_id p) const noexcept {
-#if defined(__GNUC__)
-    __builtin_prefetch(&meta_[static_cast<std::size_t>(p)], 1);
-    __builtin_prefetch(&ev_[static_cast<std::size_t>(p)], 1);
-#endif
+    detail::prefetch(&meta_[static_cast<std::size_t>(p)]);
+    detail::prefetch(&ev_[static_cast<std::size_t>(p)]);
     // An allocator may offer `prefetch(page_id)` for its reference count (an optional member).
+    if constexpr (requires(const Allocator& a) { a.prefetch(p); }) alloc_->prefetch(p);
+  }
+  /// Prefetches what `lend` reads and writes for page p (its page state, the allocator's count).
+  void prefetch_lend(page_id p) const noexcept {
+    detail::prefetch(&meta_[static_cast<std::size_t>(p)]);
     if constexpr (requires(const Allocator& a) { a.prefetch(p); }) alloc_->prefetch(p);
   }
   void make_evictable(std::int32_t u) {
@@ -411,10 +427,14 @@ class index_base {
   }
   /// After clear: nothing cached. Lent counts stay: matched references may still be released.
   void reset_pages() {
-    for (auto& m : meta_) m.cached = 0;
+    for (auto& m : meta_) {
+      m.cached = 0;
+      m.unit = -1;
+    }
     stats_.cached_pages = 0;
   }
 
+  static constexpr std::size_t page_ahead = 16;  // pages prefetched ahead in per-page checks
   moving_ptr<Allocator> alloc_;
   std::int32_t ps_;
   std::int32_t num_pages_;
@@ -429,6 +449,8 @@ class index_base {
   struct page_meta {
     std::int32_t lent = 0;    // references handed out by match (an upper bound, see lend)
     std::int32_t cached = 0;  // 1 cached, 2 being inserted
+    std::int32_t unit = -1;   // the index's record of a cached page (hash chain: its node)
+    std::int32_t spare = 0;   // (16 bytes: a page's state never straddles cache lines)
   };
   std::vector<page_meta> meta_;       // page-indexed
   std::unordered_set<cache_salt> salts_;
