@@ -207,6 +207,17 @@ class paged_kv_store {
                     slots_out.size(), tables_per_seq_, n, n * tables_per_seq_);
     const std::int64_t mask = layout_.page_size - 1;
     const std::int32_t base = global_table(id, 0);
+    if (n == 1 && tables_per_seq_ == 1) {  // decode fast path: room in an unshared last page
+      const std::int64_t len = tables_.tokens(base);
+      if ((len & mask) != 0) {
+        const page_id last = tables_.last_page(base);
+        if (alloc_.ref_count(last) == 1) {
+          tables_.set_tokens(base, len + 1);
+          if (!slots_out.empty()) slots_out[0] = static_cast<std::int64_t>(last) * layout_.page_size + (len & mask);
+          return ++s.length;
+        }
+      }
+    }
     // Pass 1: pages needed (new pages, and private copies of shared partial last pages).
     std::int64_t need = 0;
     for (std::int32_t g = base; g < base + tables_per_seq_; ++g) {
