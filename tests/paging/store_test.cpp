@@ -2,6 +2,7 @@
 #include <set>
 #include <vector>
 
+#include "kvcache/paging/batch_builder.hpp"
 #include "kvcache/paging/block_table.hpp"
 #include "kvcache/paging/lifo_allocator.hpp"
 #include "kvcache/paging/paged_kv_store.hpp"
@@ -243,4 +244,30 @@ TEST_CASE("store: check_invariants counts references held outside the tables", "
   store.release(a);
   REQUIRE_NOTHROW(store.check_invariants(extra));
   CHECK(store.stats().pages_used == 2);  // still held by the holder
+}
+
+TEST_CASE("batch_builder: each sequence once per batch; CSR and slots of a step", "[paging][batch]") {
+  using store_t = paged_kv_store<host_space>;
+  store_t store(small_config(16));
+  batch_builder<store_t> b(store);
+  const seq_id x = store.create();
+  const seq_id y = store.create();
+  REQUIRE(b.try_add(x, 5));
+  REQUIRE(b.try_add(y, 2));
+  KVTEST_REQUIRE_ERROR((void)b.try_add(x, 1), errc::invalid_argument,
+                       "sequence 0 is already in the batch");
+  const batch_view& v = b.finalize();
+  CHECK(v.batch_size == 2);
+  CHECK(v.num_tokens == 7);
+  CHECK(v.token_offsets[1] == 5);
+  CHECK(v.tables.num_tables == 2);
+  CHECK(v.tables.tokens(0) == 5);
+  CHECK(v.tables.tokens(1) == 2);
+  CHECK(v.tables.indptr[2] == 3);  // 2 pages + 1 page
+  std::vector<std::int64_t> expect(5);
+  store.slots(x, 0, 0, 5, expect);
+  for (int i = 0; i < 5; ++i) CHECK(v.slots.slots[i] == expect[static_cast<std::size_t>(i)]);
+  b.clear();
+  REQUIRE(b.try_add(x, 1));  // a new batch
+  CHECK(b.size() == 1);
 }

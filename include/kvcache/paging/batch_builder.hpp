@@ -65,7 +65,7 @@ class batch_builder {
 
   explicit batch_builder(Store& store, std::int32_t max_batch = 256,
                          std::int64_t max_tokens = 8192)
-      : store_(&store) {
+      : store_(&store), in_batch_(static_cast<std::size_t>(store.max_sequences()), 0) {
     seqs_.reserve(static_cast<std::size_t>(max_batch));
     old_len_.reserve(static_cast<std::size_t>(max_batch));
     new_tokens_.reserve(static_cast<std::size_t>(max_batch));
@@ -74,6 +74,10 @@ class batch_builder {
 
   /// @brief Starts a new batch (no effect on the store).
   void clear() noexcept {
+    if (++stamp_ == 0) {  // wrapped: forget every old mark
+      std::fill(in_batch_.begin(), in_batch_.end(), 0u);
+      stamp_ = 1;
+    }
     seqs_.clear();
     old_len_.clear();
     new_tokens_.clear();
@@ -83,11 +87,11 @@ class batch_builder {
   /// changed) when the pool is short. Each sequence at most once per batch.
   /// @throws kvcache::error unknown_id; invalid_argument when `id` is already in the batch.
   [[nodiscard]] bool try_add(seq_id id, std::int64_t new_tokens) {
-    KVCACHE_EXPECTS(std::find(seqs_.begin(), seqs_.end(), id) == seqs_.end(),
-                    errc::invalid_argument, "batch_builder: sequence {} is already in the batch",
-                    id.index);
-    const std::int64_t old = store_->length(id);
+    const std::int64_t old = store_->length(id);  // validates id (unknown_id)
+    KVCACHE_EXPECTS(in_batch_[id.index] != stamp_, errc::invalid_argument,
+                    "batch_builder: sequence {} is already in the batch", id.index);
     if (!store_->try_append(id, new_tokens)) return false;
+    in_batch_[id.index] = stamp_;
     seqs_.push_back(id);
     old_len_.push_back(old);
     new_tokens_.push_back(new_tokens);
@@ -208,6 +212,8 @@ class batch_builder {
 
   struct no_event {};
   Store* store_;
+  std::vector<std::uint32_t> in_batch_;  // per sequence slot: the stamp of the batch it is in
+  std::uint32_t stamp_ = 1;
   std::vector<seq_id> seqs_;
   std::vector<std::int64_t> old_len_;
   std::vector<std::int64_t> new_tokens_;
