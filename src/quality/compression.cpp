@@ -10,6 +10,7 @@
 
 #include "kvcache/core/error.hpp"
 #include "kvcache/quality/baselines.hpp"
+#include "registry.hpp"
 
 namespace kvcache::quality {
 
@@ -107,6 +108,8 @@ std::map<std::string, compression_factory>& registry() {
       }
       return std::make_unique<random_keep>(parse_ratio(args[0], "random"), seed);
     };
+    detail::register_quant_compressions(m);
+    detail::register_selection_compressions(m);
     return m;
   }();
   return table;
