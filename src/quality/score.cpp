@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 
@@ -139,6 +140,12 @@ std::vector<score_result> score(const trace& tr, std::span<const compression* co
     results[c].text = tr.meta("text");
   }
   const std::int64_t first_step = T - options.steps;
+  int model_layers = 0;
+  {
+    const std::string text = tr.meta("model_layers", "0");
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), model_layers);
+    if (ec != std::errc() || ptr != text.data() + text.size()) model_layers = 0;
+  }
   const double scale = tr.scale();
   const auto d = static_cast<std::size_t>(D);
   const auto g_count = static_cast<std::size_t>(G);
@@ -178,6 +185,8 @@ std::vector<score_result> score(const trace& tr, std::span<const compression* co
       view.values = values;
       view.q_first = tr.q_first();
       view.queries = queries;
+      view.num_layers = model_layers;
+      view.source = &tr;
       const auto query = [&](std::int64_t t, int g) {
         return std::span<const float>(queries.data() + ((t - tr.q_first()) * G + g) * D, d);
       };

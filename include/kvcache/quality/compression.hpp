@@ -36,6 +36,8 @@
 
 namespace kvcache::quality {
 
+class trace;
+
 /**
  * @brief Everything recorded for one (layer, kv head) of a trace, as contiguous f32 rows.
  * Non-owning: valid during the replay of that head.
@@ -53,6 +55,12 @@ struct head_view {
   /// prefill attention, e.g. SnapKV's observation window); only positions < the current step
   /// may be used by an honest policy.
   std::span<const float> queries;
+  /// Layers of the recorded model (metadata 'model_layers'; 0: unknown), for layer-wise budgets
+  /// (PyramidKV needs the layer's place in the model, not only among the recorded layers).
+  int num_layers = 0;
+  /// The trace being replayed (null when the view was made by hand): lets a configuration that
+  /// couples the heads of a layer (AdaKV's head-wise budgets) read the layer's other heads.
+  const trace* source = nullptr;
 
   /// @brief The key row at position `pos`.
   [[nodiscard]] std::span<const float> key(std::int64_t pos) const noexcept {
