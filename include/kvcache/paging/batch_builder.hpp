@@ -149,7 +149,8 @@ class batch_builder {
         const std::int64_t toks = store_->table_tokens(id, t);
         last[e] = toks == 0 ? 0 : static_cast<std::int32_t>((toks - 1) % ps + 1);
         const std::int64_t n = new_tokens_[static_cast<std::size_t>(b)];
-        store_->slots(id, t, old_len_[static_cast<std::size_t>(b)], n,
+        // From the table's own row count: a compacted table (try_compact) holds fewer rows.
+        store_->slots(id, t, toks - n, n,
                       std::span<std::int64_t>(slots + t * N + tokoff[b], static_cast<std::size_t>(n)));
       }
     }
@@ -187,9 +188,9 @@ class batch_builder {
     if (!copies.empty()) {
       const auto* dcps = reinterpret_cast<const page_copy*>(base + off_copies);
       if constexpr (on_device) {
-        copy_pages_cuda(store_->pool().view(), dcps, static_cast<std::int32_t>(copies.size()), s);
+        copy_pages_cuda(store_->pool().copy_view(), dcps, static_cast<std::int32_t>(copies.size()), s);
       } else {
-        copy_pages_host(store_->pool().view(), dcps, static_cast<std::int32_t>(copies.size()));
+        copy_pages_host(store_->pool().copy_view(), dcps, static_cast<std::int32_t>(copies.size()));
       }
       store_->clear_pending_copies();
     }

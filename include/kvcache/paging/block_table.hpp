@@ -46,6 +46,12 @@ class block_table_set {
     for (std::int32_t k = i / chunk_capacity; k > 0; --k) c = next_[static_cast<std::size_t>(c)];
     return ids_[static_cast<std::size_t>(c) * chunk_capacity + i % chunk_capacity];
   }
+  /// @brief Replaces page i of table t (i < pages(t)). O(i / chunk_capacity).
+  void set_page(std::int32_t t, std::int32_t i, page_id p) noexcept {
+    std::int32_t c = rec(t).head;
+    for (std::int32_t k = i / chunk_capacity; k > 0; --k) c = next_[static_cast<std::size_t>(c)];
+    ids_[static_cast<std::size_t>(c) * chunk_capacity + i % chunk_capacity] = p;
+  }
   /// @brief The last page of table t (pages(t) > 0). O(1).
   [[nodiscard]] page_id last_page(std::int32_t t) const noexcept {
     const auto& r = rec(t);

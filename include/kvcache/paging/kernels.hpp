@@ -124,4 +124,42 @@ void copy_pages_host(const paged_kv_view& pool, const page_copy* copies, std::in
 void copy_pages_cuda(const paged_kv_view& pool, const page_copy* copies, std::int32_t n,
                      stream_view s);
 
+// ---- compact_kv -----------------------------------------------------------------------------
+/// @brief One row move of a compaction (`paged_kv_store::try_compact`): the K and V rows of slot
+/// `src` go to slot `dst` (slot = page * page_size + token in page), in every layer array and
+/// every head the page holds.
+struct slot_move {
+  std::int64_t src = 0;
+  std::int64_t dst = 0;
+};
+static_assert(std::is_trivially_copyable_v<slot_move>);
+
+/**
+ * @brief Applies row moves **in order**: `pool[moves[i].dst] = pool[moves[i].src]` (K and V, every
+ * layer array, every head of the page). Order matters: a move may read a slot that a later move
+ * overwrites (compaction in place: within one table the moves ascend in destination and each
+ * destination row precedes its source row, so applying them in order never reads an
+ * overwritten row), and the moves of a later table may write into a page an earlier table just
+ * freed. Apply pending copy-on-write copies first.
+ * @throws kvcache::error out_of_range naming a slot outside the pool (nothing is moved then);
+ * invalid_argument for null moves with n > 0 or n < 0.
+ * @note O(n x layer arrays x heads per page x row bytes); synchronous.
+ */
+void compact_kv_host(const paged_kv_view& pool, const slot_move* moves, std::int64_t n);
+/**
+ * @brief `compact_kv_host`'s contract on the GPU, asynchronous on `s`: the sources are gathered
+ * into `scratch` (device memory of at least `compact_kv_scratch_bytes(pool, n)` bytes), then
+ * scattered to the destinations, so the result equals the in-order host one whatever the
+ * interleaving (a slot that is both a destination and a later source is read before it is
+ * written). Moves in device memory are not checked; out-of-range slots are skipped.
+ */
+void compact_kv_cuda(const paged_kv_view& pool, const slot_move* moves, std::int64_t n,
+                     std::byte* scratch, stream_view s);
+/// @brief Bytes of scratch `compact_kv_cuda` needs for n moves (K and V rows of every array).
+[[nodiscard]] inline std::int64_t compact_kv_scratch_bytes(const paged_kv_view& pool,
+                                                           std::int64_t n) noexcept {
+  const std::int64_t arrays = pool.layer_stride_bytes != 0 ? pool.layers : 1;
+  return 2 * n * arrays * pool.heads_per_page * pool.row_bytes();
+}
+
 }  // namespace kvcache

@@ -75,6 +75,8 @@ class page_pool {
     v.type = layout_.type;
     return v;
   }
+  /// @brief The view `copy_pages` takes (the same as `view()`).
+  [[nodiscard]] paged_kv_view copy_view() noexcept { return view(); }
   /// @brief The raw bytes.
   [[nodiscard]] buffer_view<std::byte, Space> bytes() noexcept { return storage_.view(); }
 

@@ -20,7 +20,9 @@
  */
 #pragma once
 
+#include <algorithm>
 #include <bit>
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -61,14 +63,35 @@ struct store_stats {
   std::int64_t cow_copies = 0;       ///< copy-on-write page copies made so far
 };
 
+/**
+ * @brief What a store keeps its pages in: `page_pool` (f16/bf16/f32 rows), or a pool of
+ * quantized pages (`quantized_page_pool`, quant layer). Constructible from (layout, num_pages,
+ * resource); `copy_view()` describes it as plain bytes per page for `copy_pages`.
+ */
+template <class P>
+concept page_storage = requires(P& p, const kv_layout& l, std::int32_t n) {
+  typename P::space_type;
+  { p.num_pages() } -> std::same_as<std::int32_t>;
+  { p.copy_view() } -> std::same_as<paged_kv_view>;
+  { p.bytes_per_page_id() } -> std::same_as<std::int64_t>;
+};
+static_assert(page_storage<page_pool<host_space, span_layers>>);
+
+/**
+ * @tparam Space where the pages live.
+ * @tparam Geometry what one page id covers (geometry.hpp).
+ * @tparam Allocator the free list and reference counts.
+ * @tparam Pool the page storage: `page_pool` (default) or a quantized pool.
+ */
 template <memory_space Space, page_geometry Geometry = span_layers,
-          page_allocator Allocator = lifo_allocator>
+          page_allocator Allocator = lifo_allocator,
+          page_storage Pool = page_pool<Space, Geometry>>
 class paged_kv_store {
  public:
   using space_type = Space;
   using geometry_type = Geometry;
   using allocator_type = Allocator;
-  using pool_type = page_pool<Space, Geometry>;
+  using pool_type = Pool;
 
   /// @throws kvcache::error invalid_argument for a bad layout or sizes; out_of_memory from the pool.
   explicit paged_kv_store(const store_config& config,
@@ -158,11 +181,12 @@ class paged_kv_store {
     KVCACHE_EXPECTS(length >= 0 && length <= s.length, errc::out_of_range,
                     "paged_kv_store: cannot truncate sequence {} of {} tokens to {}", id.index,
                     s.length, length);
-    const std::int32_t keep = pages_for(length);
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::int32_t g = global_table(id, t);
-      tables_.shrink(g, keep, [&](page_id p) { drop(p); });
-      tables_.set_tokens(g, length);
+      // A compacted table (try_compact) holds fewer rows than the sequence's length.
+      const std::int64_t rows = std::min(tables_.tokens(g), length);
+      tables_.shrink(g, pages_for(rows), [&](page_id p) { drop(p); });
+      tables_.set_tokens(g, rows);
     }
     s.length = length;
   }
@@ -260,6 +284,44 @@ class paged_kv_store {
     return s.length;
   }
 
+  /**
+   * @brief Makes page `i` of table `t` of the sequence private before the caller writes into
+   * it (a quantized store packing a completed group into a page a fork still shares): when the
+   * page is shared, a free page replaces it in this table and, if `copy`, a `page_copy` is
+   * recorded in `pending_copies()` (apply it before writing). Unshared pages are left alone.
+   * @return the page id now at index i, or empty when the page is shared and the pool has no
+   * free page (nothing changed).
+   * @throws kvcache::error unknown_id; out_of_range for a bad table or page index.
+   * @note O(i / 32).
+   */
+  std::optional<page_id> try_unshare(seq_id id, std::int32_t t, std::int32_t i, bool copy = true) {
+    (void)seq(id);
+    KVCACHE_EXPECTS(t >= 0 && t < tables_per_seq_, errc::out_of_range,
+                    "paged_kv_store: table {} of {}", t, tables_per_seq_);
+    const std::int32_t g = global_table(id, t);
+    KVCACHE_EXPECTS(i >= 0 && i < tables_.pages(g), errc::out_of_range,
+                    "paged_kv_store: page {} of a table of {} pages", i, tables_.pages(g));
+    const page_id p = tables_.page(g, i);
+    if (alloc_.ref_count(p) == 1) return p;
+    const auto fresh = alloc_.try_allocate();
+    if (!fresh) return std::nullopt;
+    if (copy) {
+      pending_.push_back(page_copy{p, *fresh});
+      ++cow_copies_;
+    }
+    tables_.set_page(g, i, *fresh);
+    drop(p);
+    return *fresh;
+  }
+  /// @brief Page i of table t of the sequence. O(i / 32).
+  [[nodiscard]] page_id page_at(seq_id id, std::int32_t t, std::int32_t i) const {
+    (void)seq(id);
+    const std::int32_t g = global_table(id, t);
+    KVCACHE_EXPECTS(t >= 0 && t < tables_per_seq_ && i >= 0 && i < tables_.pages(g),
+                    errc::out_of_range, "paged_kv_store: page {} of table {}", i, t);
+    return tables_.page(g, i);
+  }
+
   /// @brief Writes the slots of tokens [from, from + n) of table `t` of the sequence.
   void slots(seq_id id, std::int32_t t, std::int64_t from, std::int64_t n,
              std::span<std::int64_t> out) const {
@@ -304,6 +366,87 @@ class paged_kv_store {
    */
   void set_reclaimer(std::function<void(std::int32_t)> reclaim) { reclaimer_ = std::move(reclaim); }
 
+  // ---- compaction (token selection) ----------------------------------------------------------
+  /**
+   * @brief Keeps only the rows `keep` (strictly ascending row indices of table `t`) of the
+   * sequence, densely packed from row 0 in the same order, and frees the pages no longer needed:
+   * afterwards the table holds keep.size() tokens in ceil(keep.size() / page_size) pages (at most
+   * one partial page). The sequence's length (its next position) does not change; other tables
+   * are untouched, so under `per_layer` / `per_head` each layer or head keeps its own count.
+   *
+   * The data does not move here: the row moves to apply are **appended** to `moves_out`, in
+   * order (ascending destination; each destination row precedes its source row in the table),
+   * for `compact_kv_host` / `compact_kv_cuda`, which must run before anything else writes to the
+   * pool (pages freed here can be handed out again). A page shared with another table or a
+   * prefix index is never written: a page of the new layout that would change is replaced by a
+   * fresh private page, and every row of it comes from a move (from the shared page or
+   * elsewhere); unchanged leading pages stay shared.
+   *
+   * @return false, with nothing changed, when the copy-on-write pages needed exceed the free
+   * pages (the reclaimer is asked first).
+   * @throws kvcache::error unknown_id; out_of_range for a bad table; invalid_argument for rows
+   * not strictly ascending or beyond the table, or while copy-on-write copies are pending
+   * (apply them first: a move may read a page they fill).
+   * @note O(table pages + keep.size()); no allocation once the scratch has held the largest
+   * table and `moves_out` has capacity.
+   */
+  [[nodiscard]] bool try_compact(seq_id id, std::int32_t t, std::span<const std::int64_t> keep,
+                                 std::vector<slot_move>& moves_out) {
+    (void)seq(id);
+    KVCACHE_EXPECTS(t >= 0 && t < tables_per_seq_, errc::out_of_range,
+                    "paged_kv_store: table {} of {}", t, tables_per_seq_);
+    KVCACHE_EXPECTS(pending_.empty(), errc::invalid_argument,
+                    "paged_kv_store: compaction with {} copy-on-write copies pending",
+                    pending_.size());
+    const std::int32_t g = global_table(id, t);
+    const std::int64_t n = tables_.tokens(g);
+    for (std::size_t j = 0; j < keep.size(); ++j) {
+      KVCACHE_EXPECTS(keep[j] >= 0 && keep[j] < n && (j == 0 || keep[j] > keep[j - 1]),
+                      errc::invalid_argument,
+                      "paged_kv_store: compaction keep[{}] = {} is outside the table's {} rows "
+                      "or not ascending",
+                      j, keep[j], n);
+    }
+    const std::int64_t ps = layout_.page_size;
+    const auto m = static_cast<std::int64_t>(keep.size());
+    const std::int32_t new_pages = pages_for(m);
+    compact_pages_.clear();
+    tables_.for_each_page(g, [&](page_id p) { compact_pages_.push_back(p); });
+    const auto changed = [&](std::int32_t i) {  // page i of the new layout gets a different row
+      for (std::int64_t j = i * ps; j < std::min(m, (i + 1) * ps); ++j) {
+        if (keep[static_cast<std::size_t>(j)] != j) return true;
+      }
+      return false;
+    };
+    std::int32_t fresh = 0;
+    for (std::int32_t i = 0; i < new_pages; ++i) {
+      fresh += changed(i) && alloc_.ref_count(compact_pages_[static_cast<std::size_t>(i)]) > 1;
+    }
+    if (fresh > alloc_.free_count() && reclaimer_) reclaimer_(fresh - alloc_.free_count());
+    if (fresh > alloc_.free_count()) return false;
+    const auto old_slot = [&](std::int64_t row) {
+      return static_cast<std::int64_t>(compact_pages_[static_cast<std::size_t>(row / ps)]) * ps +
+             row % ps;
+    };
+    for (std::int32_t i = 0; i < new_pages; ++i) {
+      if (!changed(i)) continue;
+      const page_id old = compact_pages_[static_cast<std::size_t>(i)];
+      const bool shared = alloc_.ref_count(old) > 1;
+      const page_id dst = shared ? *alloc_.try_allocate() : old;
+      for (std::int64_t j = i * ps; j < std::min(m, (i + 1) * ps); ++j) {
+        const std::int64_t src = keep[static_cast<std::size_t>(j)];
+        if (src != j || shared) moves_out.push_back(slot_move{old_slot(src), static_cast<std::int64_t>(dst) * ps + j % ps});
+      }
+      if (shared) {
+        tables_.set_page(g, i, dst);
+        drop(old);
+      }
+    }
+    tables_.shrink(g, new_pages, [&](page_id p) { drop(p); });
+    tables_.set_tokens(g, m);
+    return true;
+  }
+
   // ---- queries -----------------------------------------------------------------------------
   [[nodiscard]] bool contains(seq_id id) const noexcept {
     return id.index < seqs_.size() && seqs_[id.index].live &&
@@ -341,7 +484,7 @@ class paged_kv_store {
     requires(Space::host_accessible)
   {
     if (!pending_.empty()) {
-      copy_pages_host(pool_.view(), pending_.data(), static_cast<std::int32_t>(pending_.size()));
+      copy_pages_host(pool_.copy_view(), pending_.data(), static_cast<std::int32_t>(pending_.size()));
     }
     pending_.clear();
   }
@@ -392,7 +535,7 @@ class paged_kv_store {
                           "released slot {} table {} holds {} pages", i, t, tables_.pages(g));
           continue;
         }
-        KVCACHE_EXPECTS(tables_.tokens(g) == s.length, errc::logic_error,
+        KVCACHE_EXPECTS(tables_.tokens(g) <= s.length, errc::logic_error,
                         "sequence {} table {} holds {} tokens, the sequence {}", i, t,
                         tables_.tokens(g), s.length);
         KVCACHE_EXPECTS(tables_.pages(g) == pages_for(tables_.tokens(g)), errc::logic_error,
@@ -484,6 +627,7 @@ class paged_kv_store {
   std::int32_t live_ = 0;
   std::int64_t cow_copies_ = 0;
   std::function<void(std::int32_t)> reclaimer_;
+  std::vector<page_id> compact_pages_;  // scratch of try_compact: the table's pages before it
 };
 
 }  // namespace kvcache

@@ -1,0 +1,556 @@
+/**
+ * @file quantized_kv_store.hpp
+ * @brief `quantized_kv_store<Space, Geometry, Q>`: a paged KV store whose pages hold quantizer
+ * `Q`'s packed head pages, with KIVI's full-precision residual window in per-table staging
+ * pages, and quantize-on-append.
+ *
+ * **Where a table's tokens live.** Of a table's L tokens, the first `q` are quantized in the
+ * table's pages (`quantized_page_pool`, page i holds positions [i P, (i + 1) P)), the last
+ * `r = L - q` are f16 rows in the table's *staging page* (a `page_pool` f16 page of
+ * `Q::residual` tokens, order HND: `[heads_per_page][residual][head_dim]`, K array then V array;
+ * staging row j is position q + j). Invariants: q is a multiple of `Q::group_size`; 0 <= r <
+ * `Q::residual` (r = 0 and q = L for schemes without a window: int8, fp8, identity); a table
+ * holds a staging page exactly when r > 0. Block tables cover all L positions (pages for the
+ * staged positions are reserved; their codes are written when the window is flushed).
+ *
+ * **Quantize-on-append.** `try_append(id, n, k, v)` takes f16 rows
+ * `[layers][kv_heads][n][head_dim]` (head-major: each (layer, head)'s rows contiguous) and, per
+ * table: fills the staging page; when it holds `residual` tokens, quantizes all of them into
+ * their pages (`quantize_pages_host`, whole key groups since residual % group == 0) and empties
+ * it; whole windows of a long prefill that start on an empty staging page are quantized straight
+ * from the input. So after any sequence of appends r = L mod residual, which is what
+ * `Q::residual_tokens` and `Q::kv_bytes_per_token` assume.
+ *
+ * **Sharing.** `fork` shares pages and staging pages by reference; a shared staging page is
+ * copied before it is written. A flush writes the codes of positions [q, q + window) only, and
+ * a page another table shares at that point is either the partial last page of the append (the
+ * paged store gives the table a private copy first) or a full page whose positions are all in
+ * the common prefix (forked at or after them, with q equal in both tables and groups never
+ * straddling pages): its bytes are then the same in both tables, so the write changes nothing
+ * the other table reads, and the common prefix stays shared after both flush. A prefix index
+ * must hold only pages entirely below q (fully quantized).
+ *
+ * **Truncate** to L' < q (rolling back into the quantized part): q' = L' rounded down to the key
+ * group, and the tokens [q', L') are dequantized into the staging page (their group's metadata
+ * included removed tokens). They were already quantized once: when the window is flushed again
+ * they are quantized from the dequantized values, so their error against the original input is
+ * at most the two steps' bounds added. Truncating within the staging window is lossless.
+ *
+ * **Data paths.** The data-moving calls (`try_append` with rows, `truncate` into the quantized
+ * part, `read`) need a host-accessible `Space` (host or pinned): they run the host kernels.
+ * `try_reserve` does the same bookkeeping without touching data (simulators; engines that move
+ * data with the CUDA kernels themselves, from `quantized_tokens` / `staging_page`).
+ *
+ * Complexity: `try_append` O(tables x (pages touched + 1)) bookkeeping plus O(n x layers x
+ * kv_heads x head_dim) data; `fork`, `release`, `truncate` as `paged_kv_store` plus the staging
+ * pages. Nothing allocates memory on the per-step path (staging pages come from a fixed pool).
+ * Thread-safety: none; one scheduler thread owns the store.
+ */
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "kvcache/core/error.hpp"
+#include "kvcache/paging/kernels.hpp"
+#include "kvcache/paging/lifo_allocator.hpp"
+#include "kvcache/paging/page_pool.hpp"
+#include "kvcache/paging/paged_kv_store.hpp"
+#include "kvcache/quant/kernels.hpp"
+#include "kvcache/quant/quantized_pool.hpp"
+
+namespace kvcache {
+
+/// @brief Sizes of a quantized store.
+struct quantized_store_config {
+  kv_layout layout;                   ///< model shape and page size; dtype f16
+  std::int32_t num_pages = 0;         ///< quantized pages in the pool
+  std::int32_t max_sequences = 1024;  ///< live sequences at once
+  /// Staging pages (f16, `Q::residual` tokens each) for the residual windows; -1: one per table
+  /// of every sequence slot (never short). Ignored when Q has no window.
+  std::int32_t staging_pages = -1;
+};
+
+/// @brief Occupancy of a quantized store.
+struct quantized_store_stats {
+  store_stats pages;                ///< the quantized pages (as `paged_kv_store::stats`)
+  std::int32_t staging_total = 0;   ///< staging pages in the pool
+  std::int32_t staging_used = 0;    ///< staging pages held by tables
+  std::int64_t quantized_tokens = 0;  ///< tokens in quantized pages, over every table
+  std::int64_t staged_tokens = 0;     ///< tokens in staging pages, over every table
+  std::int64_t bytes_used = 0;  ///< bytes of used pages and used staging pages
+};
+
+template <memory_space Space, page_geometry Geometry, formatted_quantizer Q,
+          page_allocator Allocator = lifo_allocator>
+class quantized_kv_store {
+ public:
+  using space_type = Space;
+  using geometry_type = Geometry;
+  using quantizer_type = Q;
+  using pool_type = quantized_page_pool<Space, Geometry, Q>;
+  using base_type = paged_kv_store<Space, Geometry, Allocator, pool_type>;
+  using staging_pool_type = page_pool<Space, Geometry>;
+  static constexpr std::int32_t residual = Q::residual;
+  static constexpr std::int32_t group = Q::group_size;
+
+  /// @throws kvcache::error invalid_argument (layout, sizes, a page shape Q rejects: KIVI needs
+  /// page_size % 32 == 0), not_supported (dtype other than f16); out_of_memory.
+  explicit quantized_kv_store(const quantized_store_config& c,
+                              resource_ref<Space> resource = default_resource<Space>())
+      : layout_(c.layout),
+        tables_per_seq_(Geometry::tables_per_sequence(c.layout)),
+        base_(store_config{c.layout, c.num_pages, c.max_sequences}, resource),
+        staging_alloc_(staging_count(c)),
+        q_(static_cast<std::size_t>(c.max_sequences) * static_cast<std::size_t>(tables_per_seq_), 0),
+        stg_(q_.size(), -1) {
+    if constexpr (residual > 0) {
+      kv_layout s = c.layout;
+      s.page_size = residual;
+      s.order = kv_order::hnd;
+      staging_.emplace(s, staging_count(c), resource);
+    }
+  }
+
+  quantized_kv_store(const quantized_kv_store&) = delete;
+  quantized_kv_store& operator=(const quantized_kv_store&) = delete;
+
+  // ---- sequences ---------------------------------------------------------------------------
+  [[nodiscard]] std::optional<seq_id> try_create() noexcept { return base_.try_create(); }
+  [[nodiscard]] seq_id create() { return base_.create(); }
+
+  /// @brief Drops the sequence's pages and staging pages. @throws unknown_id.
+  void release(seq_id id) {
+    (void)base_.length(id);
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      drop_staging(g_of(id, t));
+      q_[g_of(id, t)] = 0;
+    }
+    base_.release(id);
+  }
+
+  /// @brief A new sequence sharing the parent's pages and staging pages (no copy).
+  [[nodiscard]] std::optional<seq_id> try_fork(seq_id parent) {
+    auto child = base_.try_fork(parent);
+    if (!child) return child;
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t p = g_of(parent, t), c = g_of(*child, t);
+      q_[c] = q_[p];
+      stg_[c] = stg_[p];
+      if (stg_[c] >= 0) staging_alloc_.add_ref(stg_[c]);
+    }
+    return child;
+  }
+  /// @throws kvcache::error out_of_range when max_sequences are live; unknown_id.
+  [[nodiscard]] seq_id fork(seq_id parent) {
+    auto c = try_fork(parent);
+    KVCACHE_EXPECTS(c.has_value(), errc::out_of_range,
+                    "quantized_kv_store: cannot fork sequence {}: all {} sequence slots are live",
+                    parent.index, base_.max_sequences());
+    return *c;
+  }
+
+  /**
+   * @brief Appends n tokens: reserves pages, writes the rows (staging / quantized pages) and
+   * flushes completed windows. All or nothing: when pages or staging pages are short, returns
+   * empty and changes nothing.
+   * @param k, v f16 bits `[layers][kv_heads][n][head_dim]` (host accessible, 16-byte aligned).
+   * @return the new length.
+   * @throws kvcache::error unknown_id; invalid_argument for null rows, or a NaN / Inf input
+   * (naming token and channel; rows before it in this call may have been written to staging,
+   * the sequence's length is already the new one: release it).
+   */
+  std::optional<std::int64_t> try_append(seq_id id, std::int64_t n, const std::uint16_t* k,
+                                         const std::uint16_t* v)
+    requires(Space::host_accessible)
+  {
+    KVCACHE_EXPECTS(n == 0 || (k != nullptr && v != nullptr), errc::invalid_argument,
+                    "quantized_kv_store: try_append of {} tokens with null rows", n);
+    return append_impl(id, n, k, v, true);
+  }
+  /// @brief `try_append`'s bookkeeping without data (see the file comment).
+  std::optional<std::int64_t> try_reserve(seq_id id, std::int64_t n) {
+    return append_impl(id, n, nullptr, nullptr, false);
+  }
+  /// @brief Whether `try_append(id, n, ...)` would succeed now.
+  [[nodiscard]] bool can_append(seq_id id, std::int64_t n) const {
+    const auto need = needs(id, n);
+    return need.pages <= base_.allocator().free_count() &&
+           need.staging <= staging_alloc_.free_count();
+  }
+
+  /**
+   * @brief Shortens the sequence to `length` tokens (see the file comment for rolling back into
+   * the quantized part).
+   * @throws kvcache::error out_of_range (bad length), out_of_memory (rolling back into the
+   * quantized part needs a staging page and none is free: nothing changed).
+   */
+  void truncate(seq_id id, std::int64_t length)
+    requires(Space::host_accessible)
+  {
+    const std::int64_t len = base_.length(id);
+    KVCACHE_EXPECTS(length >= 0 && length <= len, errc::out_of_range,
+                    "quantized_kv_store: cannot truncate sequence {} of {} tokens to {}", id.index,
+                    len, length);
+    std::int32_t need = 0;
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t g = g_of(id, t);
+      if (length < q_[g] && length % group != 0 &&
+          (stg_[g] < 0 || staging_alloc_.ref_count(stg_[g]) > 1)) {
+        ++need;
+      }
+    }
+    KVCACHE_EXPECTS(need <= staging_alloc_.free_count(), errc::out_of_memory,
+                    "quantized_kv_store: truncating sequence {} to {} tokens needs {} staging "
+                    "pages, {} are free",
+                    id.index, length, need, staging_alloc_.free_count());
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t g = g_of(id, t);
+      if (length >= q_[g]) continue;
+      const std::int64_t q2 = length / group * group;
+      const auto d = static_cast<std::int32_t>(length - q2);
+      drop_staging(g);
+      if (d > 0) {
+        stg_[g] = *staging_alloc_.try_allocate();
+        for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
+          for (kv_side side : {kv_side::key, kv_side::value}) {
+            dequantize_range(id, t, side, layer, slot, q2, d, staging_row(g, side, layer, slot, 0));
+          }
+          (void)head;
+        });
+      }
+      q_[g] = q2;
+    }
+    base_.truncate(id, length);
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t g = g_of(id, t);
+      if (length == q_[g]) drop_staging(g);
+    }
+  }
+
+  /**
+   * @brief Reads the sequence back as f16 rows `[layers][kv_heads][L][head_dim]` (the append
+   * layout): quantized tokens dequantized, staged ones copied. Every table must hold L tokens.
+   * @note O(L x layers x kv_heads x head_dim).
+   */
+  void read(seq_id id, std::uint16_t* k_out, std::uint16_t* v_out)
+    requires(Space::host_accessible)
+  {
+    const std::int64_t len = base_.length(id);
+    const auto d = static_cast<std::size_t>(layout_.head_dim);
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t g = g_of(id, t);
+      KVCACHE_EXPECTS(base_.table_tokens(id, t) == len, errc::logic_error,
+                      "quantized_kv_store::read: table {} holds {} tokens, the sequence {}", t,
+                      base_.table_tokens(id, t), len);
+      for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
+        const std::size_t row0 =
+            (static_cast<std::size_t>(layer) * static_cast<std::size_t>(layout_.kv_heads) +
+             static_cast<std::size_t>(head)) *
+            static_cast<std::size_t>(len);
+        for (kv_side side : {kv_side::key, kv_side::value}) {
+          std::uint16_t* out = (side == kv_side::key ? k_out : v_out) + row0 * d;
+          dequantize_range(id, t, side, layer, slot, 0, q_[g], out);
+          const std::int64_t r = len - q_[g];
+          if (r > 0) {
+            std::memcpy(out + static_cast<std::size_t>(q_[g]) * d,
+                        staging_row(g, side, layer, slot, 0),
+                        static_cast<std::size_t>(r) * d * 2);
+          }
+        }
+      });
+    }
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+  [[nodiscard]] bool contains(seq_id id) const noexcept { return base_.contains(id); }
+  [[nodiscard]] std::int64_t length(seq_id id) const { return base_.length(id); }
+  [[nodiscard]] std::int32_t tables_per_sequence() const noexcept { return tables_per_seq_; }
+  /// @brief Tokens of table t in quantized pages (q).
+  [[nodiscard]] std::int64_t quantized_tokens(seq_id id, std::int32_t t) const {
+    (void)base_.length(id);
+    return q_[g_of(id, t)];
+  }
+  /// @brief Staging page of table t, or -1 when it holds no staged token.
+  [[nodiscard]] std::int32_t staging_page(seq_id id, std::int32_t t) const {
+    (void)base_.length(id);
+    return stg_[g_of(id, t)];
+  }
+  /// @brief The underlying paged store (block tables, allocator, pending copies).
+  [[nodiscard]] const base_type& pages() const noexcept { return base_; }
+  [[nodiscard]] base_type& pages() noexcept { return base_; }
+  [[nodiscard]] pool_type& pool() noexcept { return base_.pool(); }
+  /// @brief The staging pool (f16, page_size = residual, HND); empty without a window.
+  [[nodiscard]] staging_pool_type* staging_pool() noexcept {
+    return staging_ ? &*staging_ : nullptr;
+  }
+  [[nodiscard]] const kv_layout& layout() const noexcept { return layout_; }
+  /// @brief Bytes of one staging page (K and V of every layer array it covers); 0 without a window.
+  [[nodiscard]] std::int64_t staging_page_bytes() const noexcept {
+    return staging_ ? staging_->bytes_per_page_id() : 0;
+  }
+
+  /// @brief Occupancy. O(pages + tables).
+  [[nodiscard]] quantized_store_stats stats() const {
+    quantized_store_stats s;
+    s.pages = base_.stats();
+    s.staging_total = staging_alloc_.num_pages();
+    s.staging_used = staging_alloc_.num_pages() - staging_alloc_.free_count();
+    for (std::size_t g = 0; g < q_.size(); ++g) s.quantized_tokens += q_[g];
+    s.staged_tokens = s.pages.logical_tokens - s.quantized_tokens;
+    s.bytes_used = static_cast<std::int64_t>(s.pages.pages_used) * bytes_per_page_id() +
+                   static_cast<std::int64_t>(s.staging_used) * staging_page_bytes();
+    return s;
+  }
+  /// @brief Bytes of one quantized page id (K and V, every layer array it covers).
+  [[nodiscard]] std::int64_t bytes_per_page_id() const noexcept {
+    return const_cast<base_type&>(base_).pool().bytes_per_page_id();
+  }
+
+  /**
+   * @brief Checks every invariant (tests): the paged store's, and per table 0 <= L - q <
+   * residual (q = L without a window), q a multiple of the group, a staging page held exactly
+   * when L > q, staging reference counts equal to their holders.
+   * @throws kvcache::error logic_error naming the first broken one.
+   */
+  void check_invariants() const {
+    base_.check_invariants();
+    std::vector<std::int32_t> refs(static_cast<std::size_t>(staging_alloc_.num_pages()), 0);
+    for (std::size_t g = 0; g < q_.size(); ++g) {
+      if (stg_[g] >= 0) ++refs[static_cast<std::size_t>(stg_[g])];
+    }
+    for (std::int32_t p = 0; p < staging_alloc_.num_pages(); ++p) {
+      KVCACHE_EXPECTS(staging_alloc_.ref_count(p) == refs[static_cast<std::size_t>(p)],
+                      errc::logic_error, "staging page {} has reference count {} but {} holders",
+                      p, staging_alloc_.ref_count(p), refs[static_cast<std::size_t>(p)]);
+    }
+  }
+  /// @brief Per-table invariants of a live sequence (tests). @throws logic_error.
+  void check_sequence(seq_id id) const {
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t g = g_of(id, t);
+      const std::int64_t len = base_.table_tokens(id, t), q = q_[g], r = len - q;
+      KVCACHE_EXPECTS(q >= 0 && r >= 0 && q % group == 0 &&
+                          (residual == 0 ? r == 0 : r < residual) && ((r > 0) == (stg_[g] >= 0)),
+                      errc::logic_error,
+                      "sequence {} table {}: length {}, quantized {}, staged {}, staging page {}",
+                      id.index, t, len, q, r, stg_[g]);
+    }
+  }
+
+ private:
+  struct need_t {
+    std::int64_t pages = 0;
+    std::int32_t staging = 0;
+  };
+
+  static std::int32_t staging_count(const quantized_store_config& c) {
+    if constexpr (residual == 0) {
+      return 1;
+    } else {
+      KVCACHE_EXPECTS(c.max_sequences >= 1, errc::invalid_argument,
+                      "quantized_kv_store: max_sequences must be >= 1, got {}", c.max_sequences);
+      if (c.staging_pages < 0) return c.max_sequences * Geometry::tables_per_sequence(c.layout);
+      KVCACHE_EXPECTS(c.staging_pages >= 1, errc::invalid_argument,
+                      "quantized_kv_store: staging_pages must be >= 1 (or -1), got {}",
+                      c.staging_pages);
+      return c.staging_pages;
+    }
+  }
+  [[nodiscard]] std::size_t g_of(seq_id id, std::int32_t t) const noexcept {
+    return static_cast<std::size_t>(id.index) * static_cast<std::size_t>(tables_per_seq_) +
+           static_cast<std::size_t>(t);
+  }
+  void drop_staging(std::size_t g) {
+    if (stg_[g] >= 0) {
+      staging_alloc_.drop_ref(stg_[g]);
+      stg_[g] = -1;
+    }
+  }
+  /// Calls f(layer, head, slot in page) for each (layer, kv head) table t covers.
+  template <class F>
+  void for_each_head(std::int32_t t, F&& f) const {
+    if constexpr (std::is_same_v<Geometry, per_head>) {
+      f(t / layout_.kv_heads, t % layout_.kv_heads, 0);
+    } else {
+      const std::int32_t l0 = std::is_same_v<Geometry, per_layer> ? t : 0;
+      const std::int32_t l1 = std::is_same_v<Geometry, per_layer> ? t + 1 : layout_.layers;
+      for (std::int32_t l = l0; l < l1; ++l) {
+        for (std::int32_t h = 0; h < layout_.kv_heads; ++h) f(l, h, h);
+      }
+    }
+  }
+  std::uint16_t* staging_row(std::size_t g, kv_side side, std::int32_t layer, std::int32_t slot,
+                             std::int32_t row) {
+    const paged_kv_view s = staging_->view();
+    return reinterpret_cast<std::uint16_t*>(s.data + s.k_row_offset(layer, stg_[g], row, slot) +
+                                            (side == kv_side::value ? s.v_offset_bytes : 0));
+  }
+
+  /// Pages and staging pages `append(id, n)` needs (pre-check of all or nothing).
+  [[nodiscard]] need_t needs(seq_id id, std::int64_t n) const {
+    need_t need;
+    need.pages = base_.pages_needed(id, n);
+    if (n == 0) return need;
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t g = g_of(id, t);
+      const std::int64_t r = base_.table_tokens(id, t) - q_[g];
+      (void)r;
+      if constexpr (residual > 0) {
+        const bool writes_staging = r > 0 || n % residual != 0;
+        if (writes_staging && (stg_[g] < 0 || staging_alloc_.ref_count(stg_[g]) > 1)) {
+          ++need.staging;
+        }
+      }
+    }
+    return need;
+  }
+  std::optional<std::int64_t> append_impl(seq_id id, std::int64_t n, const std::uint16_t* k,
+                                          const std::uint16_t* v, bool data) {
+    KVCACHE_EXPECTS(n >= 0, errc::invalid_argument, "quantized_kv_store: cannot append {} tokens",
+                    n);
+    const need_t need = needs(id, n);
+    if (need.staging > staging_alloc_.free_count()) return std::nullopt;
+    if (need.pages > base_.allocator().free_count()) return std::nullopt;
+    const auto done = base_.try_append(id, n);
+    if (!done) return std::nullopt;
+    if (n == 0) return done;
+    // Copy-on-write of shared partial last pages (recorded by the paged store) lands first.
+    if (data) {
+      if constexpr (Space::host_accessible) base_.apply_pending_copies();
+    }
+    // 2. per table: staging fills, flushes, direct quantization
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::size_t g = g_of(id, t);
+      const std::int64_t len = base_.table_tokens(id, t) - n;
+      std::int64_t q = q_[g], r = len - q, pos = 0;
+      if constexpr (residual == 0) {
+        if (data) quantize_rows(id, t, q, n, [&](std::int32_t l, std::int32_t h, std::int32_t, kv_side s) {
+          return input_row(s == kv_side::key ? k : v, l, h, n, 0);
+        });
+        q += n;
+      } else {
+        auto own_staging = [&] {
+          if (stg_[g] >= 0 && staging_alloc_.ref_count(stg_[g]) == 1) return;
+          const page_id fresh = *staging_alloc_.try_allocate();  // counted in needs()
+          if (stg_[g] >= 0) {
+            if (data && r > 0) copy_staging(stg_[g], fresh);
+            staging_alloc_.drop_ref(stg_[g]);
+          }
+          stg_[g] = fresh;
+        };
+        while (pos < n) {
+          if (r == 0 && n - pos >= residual) {  // a whole window straight from the input
+            if (data) quantize_rows(id, t, q, residual, [&](std::int32_t l, std::int32_t h, std::int32_t, kv_side s) {
+              return input_row(s == kv_side::key ? k : v, l, h, n, pos);
+            });
+            q += residual;
+            pos += residual;
+            continue;
+          }
+          own_staging();
+          const std::int64_t c = std::min<std::int64_t>(residual - r, n - pos);
+          if (data) {
+            for_each_head(t, [&](std::int32_t l, std::int32_t h, std::int32_t slot) {
+              for (kv_side s : {kv_side::key, kv_side::value}) {
+                std::memcpy(staging_row(g, s, l, slot, static_cast<std::int32_t>(r)),
+                            input_row(s == kv_side::key ? k : v, l, h, n, pos),
+                            static_cast<std::size_t>(c * layout_.head_dim) * 2);
+              }
+            });
+          }
+          r += c;
+          pos += c;
+          if (r == residual) {  // the window is full: quantize it into its pages
+            if (data) quantize_rows(id, t, q, residual, [&](std::int32_t l, std::int32_t, std::int32_t slot, kv_side s) {
+              return static_cast<const std::uint16_t*>(staging_row(g, s, l, slot, 0));
+            });
+            q += residual;
+            r = 0;
+          }
+        }
+        if (r == 0) drop_staging(g);
+      }
+      q_[g] = q;
+    }
+    return done;
+  }
+
+  [[nodiscard]] const std::uint16_t* input_row(const std::uint16_t* base, std::int32_t layer,
+                                               std::int32_t head, std::int64_t n,
+                                               std::int64_t token) const noexcept {
+    return base + ((static_cast<std::int64_t>(layer) * layout_.kv_heads + head) * n + token) *
+                      layout_.head_dim;
+  }
+  void copy_staging(page_id from, page_id to) {
+    if constexpr (Space::host_accessible) {
+      const page_copy c{from, to};
+      copy_pages_host(staging_->view(), &c, 1);
+    }
+  }
+
+  /// Quantizes positions [q, q + count) of table t from rows(layer, head, side) (count rows each).
+  template <class Rows>
+  void quantize_rows(seq_id id, std::int32_t t, std::int64_t q, std::int64_t count, Rows&& rows) {
+    if constexpr (Space::host_accessible) {
+      const std::int32_t ps = layout_.page_size;
+      const quantized_kv_view pv = base_.pool().view();
+      for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
+        for (kv_side side : {kv_side::key, kv_side::value}) {
+          const std::uint16_t* src = rows(layer, head, slot, side);
+          std::int64_t pos = q;
+          while (pos < q + count) {
+            const auto pi = static_cast<std::int32_t>(pos / ps);
+            const auto first = static_cast<std::int32_t>(pos % ps);
+            const auto c = static_cast<std::int32_t>(std::min<std::int64_t>(ps - first, q + count - pos));
+            quantize_job job;
+            job.rows = src + (pos - q) * layout_.head_dim;
+            job.page = pv.head_page(side, layer, base_.page_at(id, t, pi), slot);
+            job.first_token = first;
+            job.tokens = c;
+            job.side = side;
+            quantize_pages_host<Q>(&job, 1, ps, layout_.head_dim);
+            pos += c;
+          }
+        }
+      });
+    }
+  }
+  /// Dequantizes positions [from, from + count) of table t, one (layer, slot), into rows.
+  void dequantize_range(seq_id id, std::int32_t t, kv_side side, std::int32_t layer,
+                        std::int32_t slot, std::int64_t from, std::int64_t count,
+                        std::uint16_t* out) {
+    if constexpr (Space::host_accessible) {
+      const std::int32_t ps = layout_.page_size;
+      const quantized_kv_view pv = base_.pool().view();
+      std::int64_t pos = from;
+      while (pos < from + count) {
+        const auto pi = static_cast<std::int32_t>(pos / ps);
+        const auto first = static_cast<std::int32_t>(pos % ps);
+        const auto c = static_cast<std::int32_t>(std::min<std::int64_t>(ps - first, from + count - pos));
+        dequantize_job job;
+        job.page = pv.head_page(side, layer, base_.page_at(id, t, pi), slot);
+        job.rows = out + (pos - from) * layout_.head_dim;
+        job.first_token = first;
+        job.tokens = c;
+        job.side = side;
+        dequantize_pages_host<Q>(&job, 1, ps, layout_.head_dim);
+        pos += c;
+      }
+    }
+  }
+
+  kv_layout layout_;
+  std::int32_t tables_per_seq_;
+  base_type base_;
+  std::optional<staging_pool_type> staging_;
+  lifo_allocator staging_alloc_;
+  std::vector<std::int64_t> q_;     ///< quantized tokens per table
+  std::vector<std::int32_t> stg_;   ///< staging page per table, -1 none
+};
+
+}  // namespace kvcache
