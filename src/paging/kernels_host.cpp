@@ -1,4 +1,4 @@
-// Host implementations of the paging kernels (append_kv, gather_kv, copy_pages) and the argument
+// Host implementations of the paging kernels (append_kv, gather_kv, copy_pages, compact_kv) and the argument
 // checks they share with the CUDA implementations (kvcache/paging/detail/kernel_checks.hpp).
 // Each operation validates everything before it writes, so a call that throws changed nothing.
 #include <cstdint>
@@ -328,6 +328,37 @@ void copy_pages_host(const paged_kv_view& pool, const page_copy* copies, std::in
         std::byte* base = pool.data + a * pool.layer_stride_bytes + kv;
         std::memcpy(base + copies[i].dst * pool.page_bytes, base + copies[i].src * pool.page_bytes,
                     static_cast<std::size_t>(pool.page_bytes));
+      }
+    }
+  }
+}
+
+void compact_kv_host(const paged_kv_view& pool, const slot_move* moves, std::int64_t n) {
+  constexpr const char* who = "compact_kv_host";
+  detail::check_pool_view(pool, who);
+  KVCACHE_EXPECTS(n >= 0 && (n == 0 || moves != nullptr), errc::invalid_argument,
+                  "{}: {} moves at {}", who, n, static_cast<const void*>(moves));
+  const std::int64_t slots = static_cast<std::int64_t>(pool.num_pages) * pool.page_size;
+  for (std::int64_t i = 0; i < n; ++i) {
+    KVCACHE_EXPECTS(moves[i].src >= 0 && moves[i].src < slots && moves[i].dst >= 0 &&
+                        moves[i].dst < slots,
+                    errc::out_of_range, "{}: move {} ({} -> {}) names a slot outside the {} slots",
+                    who, i, moves[i].src, moves[i].dst, slots);
+  }
+  const std::int32_t arrays = pool.layer_stride_bytes == 0 ? 1 : pool.layers;
+  const auto row = static_cast<std::size_t>(pool.row_bytes());
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto sp = static_cast<std::int32_t>(moves[i].src / pool.page_size);
+    const auto st = static_cast<std::int32_t>(moves[i].src % pool.page_size);
+    const auto dp = static_cast<std::int32_t>(moves[i].dst / pool.page_size);
+    const auto dt = static_cast<std::int32_t>(moves[i].dst % pool.page_size);
+    for (std::int32_t a = 0; a < arrays; ++a) {
+      for (std::int32_t h = 0; h < pool.heads_per_page; ++h) {
+        const std::int64_t from = pool.k_row_offset(a, sp, st, h);
+        const std::int64_t to = pool.k_row_offset(a, dp, dt, h);
+        std::memmove(pool.data + to, pool.data + from, row);
+        std::memmove(pool.data + to + pool.v_offset_bytes, pool.data + from + pool.v_offset_bytes,
+                     row);
       }
     }
   }
