@@ -29,6 +29,8 @@
 #include "kvcache/core/kv_layout.hpp"
 #include "kvcache/paging/batch_builder.hpp"
 #include "kvcache/paging/paged_kv_store.hpp"
+#include "kvcache/quant/quantized_kv_store.hpp"
+#include "kvcache/quant/quantizers.hpp"
 #include "prefix_cache.hpp"
 #include "trace.hpp"
 
@@ -42,6 +44,9 @@ struct options {
   std::int64_t max_batch_tokens = 8192;  // prefill + decode tokens per step
   double watermark = 0.01;               // admit only while this share of pages stays free (vLLM)
   std::string prefix = "none";           // none | radix | hash
+  std::string quant = "none";            // none | int8 | fp8 | kivi2 | kivi4 (quantizers.hpp names)
+  std::int32_t staging_pages = -1;       // quantized runs: staging pages (-1: sized from the trace)
+  bool page_size_given = false, max_batch_tokens_given = false;
   bool json = false;
   bool progress = true;
   kvcache::kv_layout layout{.layers = 32, .kv_heads = 8, .q_heads = 32, .head_dim = 128,
@@ -61,6 +66,9 @@ struct result {
   double mean_batch = 0;
   double wall_ms = 0;
   double reserve_ns_per_seq = 0;   // paged only: host time of a step's bookkeeping per sequence
+  double bytes_held_sum = 0;       // paged only: KV bytes held / logical tokens, per step
+  std::int64_t bytes_held_steps = 0;
+  std::int32_t staging_used_max = 0;
   // prefix caching (paged only)
   std::int64_t prompt_tokens = 0;       // prompt tokens at first admission
   std::int64_t hit_tokens = 0;          // of which cached
@@ -125,18 +133,105 @@ void context(const request& r, std::int64_t produced, std::vector<std::int32_t>&
 
 // ---- paged: kvcache's store -------------------------------------------------------------------
 using store_t = kvcache::paged_kv_store<kvcache::host_space, kvcache::span_layers>;
+template <class Q>
+using qstore_t = kvcache::quantized_kv_store<kvcache::host_space, kvcache::span_layers, Q>;
 
-result run_paged(const options& o, const std::vector<request>& trace, std::int32_t num_pages) {
+// One step's reservations: the batch builder over the plain store (slot mapping, CSR, COW), or
+// the quantized store's own bookkeeping (pages, staging pages, window flushes).
+template <class Store>
+struct stepper {
+  Store& store;
+  kvcache::batch_builder<Store> batch;
+  stepper(Store& s, const options& o) : store(s), batch(s, o.max_batch, o.max_batch_tokens) {}
+  void clear() { batch.clear(); }
+  bool add(kvcache::seq_id id, std::int64_t n) { return batch.try_add(id, n); }
+  void finalize() { (void)batch.finalize(); }
+  [[nodiscard]] std::int64_t size() const { return batch.size(); }
+  Store& paged() { return store; }
+  [[nodiscard]] double bytes_held(std::int64_t page_bytes) const {
+    return static_cast<double>(store.stats().pages_used) * static_cast<double>(page_bytes);
+  }
+  [[nodiscard]] std::int32_t staging_used() const { return 0; }
+};
+template <class Q>
+struct stepper<qstore_t<Q>> {
+  qstore_t<Q>& store;
+  std::int64_t added = 0;
+  stepper(qstore_t<Q>& s, const options&) : store(s) {}
+  void clear() { added = 0; }
+  bool add(kvcache::seq_id id, std::int64_t n) {
+    if (!store.try_reserve(id, n)) return false;
+    ++added;
+    return true;
+  }
+  void finalize() {}
+  [[nodiscard]] std::int64_t size() const { return added; }
+  auto& paged() { return store.pages(); }
+  [[nodiscard]] double bytes_held(std::int64_t page_bytes) const {
+    const auto st = store.stats();
+    return static_cast<double>(st.pages.pages_used) * static_cast<double>(page_bytes) +
+           static_cast<double>(st.staging_used) * static_cast<double>(staging_bytes);
+  }
+  [[nodiscard]] std::int32_t staging_used() const { return store.stats().staging_used; }
+  std::int64_t staging_bytes = 0;
+};
+
+// The sizes a quantized run takes from the budget: real page bytes at the model's shape.
+struct quant_sizes {
+  std::int64_t page_bytes = 0;     // one page id: K and V of every layer, codes and metadata
+  std::int64_t staging_bytes = 0;  // one staging page: `residual` f16 tokens of every layer
+  std::int32_t residual = 0;
+  double bytes_per_token = 0;      // the library's figure at the trace's mean context
+  std::string name;
+};
+
+template <class Q>
+quant_sizes sizes_of(const kvcache::kv_layout& l, double mean_context) {
+  quant_sizes z;
+  Q::validate(l.page_size, l.head_dim);
+  z.page_bytes = 2 * static_cast<std::int64_t>(l.layers) * l.kv_heads *
+                 static_cast<std::int64_t>(std::max(Q::key_page_bytes(l.page_size, l.head_dim),
+                                                    Q::value_page_bytes(l.page_size, l.head_dim)));
+  z.staging_bytes = static_cast<std::int64_t>(Q::residual) * static_cast<std::int64_t>(l.bytes_per_token());
+  z.residual = Q::residual;
+  z.bytes_per_token = Q::kv_bytes_per_token(l, std::max<std::int64_t>(1, std::llround(mean_context)));
+  z.name = std::string(Q::name);
+  return z;
+}
+
+template <class Q>
+result run_paged(const options& o, const std::vector<request>& trace, std::int32_t num_pages,
+                 std::int32_t staging_pages = 0, std::int64_t real_page_bytes = 0,
+                 std::int64_t staging_bytes = 0) {
   using namespace kvcache;
-  store_config cfg;
-  cfg.layout = kv_layout{.layers = 1, .kv_heads = 1, .q_heads = 1, .head_dim = 1,
-                         .page_size = o.page_size, .order = kv_order::nhd, .type = dtype::f16};
-  cfg.num_pages = num_pages;
-  cfg.max_sequences = o.max_batch;
-  store_t store(cfg);
-  batch_builder<store_t> batch(store, o.max_batch, o.max_batch_tokens);
-  std::unique_ptr<kvsim::prefix_cache> cache = kvsim::make_prefix_cache(o.prefix, store);
-  if (cache) store.set_reclaimer([&](std::int32_t missing) { cache->evict(missing); });
+  constexpr bool quantized = !std::is_void_v<Q>;
+  const kv_layout tiny{.layers = 1, .kv_heads = 1, .q_heads = 1, .head_dim = quantized ? 32 : 1,
+                       .page_size = o.page_size, .order = kv_order::nhd, .type = dtype::f16};
+  using sim_store = std::conditional_t<quantized, qstore_t<std::conditional_t<quantized, Q, kivi2>>, store_t>;
+  auto make_store = [&] {
+    if constexpr (quantized) {
+      quantized_store_config cfg;
+      cfg.layout = tiny;
+      cfg.num_pages = num_pages;
+      cfg.max_sequences = o.max_batch;
+      cfg.staging_pages = std::max(1, staging_pages);
+      return std::make_unique<sim_store>(cfg);
+    } else {
+      store_config cfg;
+      cfg.layout = tiny;
+      cfg.num_pages = num_pages;
+      cfg.max_sequences = o.max_batch;
+      return std::make_unique<sim_store>(cfg);
+    }
+  };
+  auto store_ptr = make_store();
+  sim_store& store = *store_ptr;
+  stepper<sim_store> batch(store, o);
+  if constexpr (quantized) batch.staging_bytes = staging_bytes;
+  auto& paged = batch.paged();
+  std::unique_ptr<kvsim::prefix_cache> cache;
+  if constexpr (!quantized) cache = kvsim::make_prefix_cache(o.prefix, store);
+  if (cache) paged.set_reclaimer([&](std::int32_t missing) { cache->evict(missing); });
   std::unordered_set<std::uint64_t> ideal;  // every page prefix ever inserted (unbounded cache)
   std::vector<std::uint64_t> keys;
 
@@ -160,7 +255,7 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
   auto insert_pages = [&](const running& q, std::int64_t tokens) {
     context(trace[q.req], q.produced, ctx);
     pages.clear();
-    store.for_each_page(q.id, 0, [&](page_id p) { pages.push_back(p); });
+    paged.for_each_page(q.id, 0, [&](page_id p) { pages.push_back(p); });
     const std::int64_t full = std::min<std::int64_t>(tokens, static_cast<std::int64_t>(ctx.size())) / o.page_size;
     pages.resize(static_cast<std::size_t>(std::min<std::int64_t>(full, static_cast<std::int64_t>(pages.size()))));
     if (cache) {
@@ -181,7 +276,7 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
               [](const running& a, const running& b) { return a.admitted < b.admitted; });
     std::int64_t step_tokens = 0;
     for (std::size_t i = 0; i < run.size();) {
-      if (batch.try_add(run[i].id, 1)) {
+      if (batch.add(run[i].id, 1)) {
         ++step_tokens;
         ++i;
         continue;
@@ -217,16 +312,16 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
       bool ok = !(step_tokens + compute > o.max_batch_tokens && step_tokens > 0);
       // cached pages nobody uses are free memory too: evict before judging the watermark
       const auto watermark = static_cast<std::int64_t>(o.watermark * num_pages);
-      if (ok && cache && store.allocator().free_count() - new_pages < watermark) {
-        cache->evict(static_cast<std::int32_t>(new_pages + watermark - store.allocator().free_count()));
+      if (ok && cache && paged.allocator().free_count() - new_pages < watermark) {
+        cache->evict(static_cast<std::int32_t>(new_pages + watermark - paged.allocator().free_count()));
       }
-      ok = ok && (run.empty() || store.allocator().free_count() - new_pages >= watermark);
+      ok = ok && (run.empty() || paged.allocator().free_count() - new_pages >= watermark);
       std::optional<seq_id> id;
       if (ok) id = store.try_create();
       if (id) {
-        store.adopt_prefix(*id, pages);
+        if constexpr (!quantized) store.adopt_prefix(*id, pages);
         pages.clear();  // the sequence owns those references now
-        if (!batch.try_add(*id, compute)) {
+        if (!batch.add(*id, compute)) {
           store.release(*id);
           id.reset();
         }
@@ -266,7 +361,7 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
                    "of {} pages alone",
                    waiting.front().first, r.prompt.size(), num_pages);
     }
-    (void)batch.finalize();
+    batch.finalize();
     reserve_ns += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - r0).count();
     reserve_calls += batch.size();
     // after prefill, the prompt's full pages become reusable
@@ -274,7 +369,12 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
     // 3. every sequence in the batch produced one token; finished ones leave.
     res.max_batch = std::max(res.max_batch, static_cast<std::int32_t>(run.size()));
     res.mean_batch += static_cast<double>(run.size());
-    const auto st = store.stats();
+    const auto st = paged.stats();
+    if (st.logical_tokens > 0) {
+      res.bytes_held_sum += batch.bytes_held(real_page_bytes) / static_cast<double>(st.logical_tokens);
+      ++res.bytes_held_steps;
+    }
+    res.staging_used_max = std::max(res.staging_used_max, batch.staging_used());
     // pages the cache holds for future hits only are not reserved by any sequence
     const std::int64_t seq_pages = st.pages_used - (cache ? cache->idle_pages() : 0);
     if (seq_pages > 0) {
@@ -377,8 +477,13 @@ result run_contiguous(const options& o, const std::vector<request>& trace, std::
       "kvcache-sim: serve a synthetic trace with kvcache's paged store and a contiguous baseline\n"
       "  --trace KIND          sharegpt (independent requests), multiturn (conversations whose\n"
       "                        turns resend the history), shared-prefix (a few long system\n"
-      "                        prompts) (sharegpt)\n"
+      "                        prompts), (sharegpt)\n"
+      "                        long (prompts of 8k-32k tokens; 300 requests, 1 per step)\n"
       "  --prefix KIND         prefix cache of the paged run: none, radix, hash (none)\n"
+      "  --quant Q             quantized pages for the paged run: none, int8, fp8, kivi2, kivi4\n"
+      "                        (none); KIVI takes page size 32 unless --page-size is given\n"
+      "  --staging-pages N     quantized runs with a residual window (KIVI): f16 staging pages\n"
+      "                        (default: the sequences the budget holds at the mean context)\n"
       "  --requests N          requests in the trace (2000)\n"
       "  --rate R              mean arrivals per step, Poisson (8); for multiturn: new\n"
       "                        conversations per step (0.05)\n"
@@ -433,7 +538,9 @@ int main(int argc, char** argv) {
     };
     auto& t = o.trace;
     if (a == "--rate") rate_given = true;
-    if (a == "--trace") t.kind = choice({"sharegpt", "multiturn", "shared-prefix"});
+    if (a == "--trace") t.kind = choice({"sharegpt", "multiturn", "shared-prefix", "long"});
+    else if (a == "--quant") o.quant = choice({"none", "int8", "fp8", "kivi2", "kivi4", "kivi2_token_keys", "kivi4_token_keys"});
+    else if (a == "--staging-pages") o.staging_pages = static_cast<std::int32_t>(number(1));
     else if (a == "--prefix") o.prefix = choice({"none", "radix", "hash"});
     else if (a == "--requests") t.requests = static_cast<std::int64_t>(number(1));
     else if (a == "--rate") t.arrival_rate = number(1e-6);
@@ -446,9 +553,9 @@ int main(int argc, char** argv) {
     else if (a == "--think") t.think_mean = number(0);
     else if (a == "--system-prompts") t.system_prompts = static_cast<std::int32_t>(number(1));
     else if (a == "--memory-gib") o.memory_gib = number(1e-3);
-    else if (a == "--page-size") o.page_size = static_cast<std::int32_t>(number(1));
+    else if (a == "--page-size") o.page_size = static_cast<std::int32_t>(number(1)), o.page_size_given = true;
     else if (a == "--max-batch") o.max_batch = static_cast<std::int32_t>(number(1));
-    else if (a == "--max-batch-tokens") o.max_batch_tokens = static_cast<std::int64_t>(number(1));
+    else if (a == "--max-batch-tokens") o.max_batch_tokens = static_cast<std::int64_t>(number(1)), o.max_batch_tokens_given = true;
     else if (a == "--watermark") o.watermark = number(0);
     else if (a == "--seed") t.seed = static_cast<std::uint64_t>(number(0));
     else if (a == "--json") o.json = true;
@@ -465,11 +572,24 @@ int main(int argc, char** argv) {
     // an overload that no cache could serve (see docs/prefix.md for the curve).
     o.trace.arrival_rate = 0.05;
   }
+  if (o.trace.kind == "long") {
+    // a handful of 8k-32k-token requests at a time: arrivals keep the budget full; a step must
+    // take a whole 32k prompt next to the running decodes (no chunked prefill here)
+    if (!rate_given) o.trace.arrival_rate = 1.0;
+    if (!o.max_batch_tokens_given) o.max_batch_tokens = 40000;
+    if (o.trace.requests == 2000) o.trace.requests = 300;
+  }
+  if (o.quant.rfind("kivi", 0) == 0 && !o.page_size_given) o.page_size = 32;  // KIVI: P % 32 == 0
+  if (o.quant != "none" && o.prefix != "none") {
+    std::fprintf(stderr, "kvcache-sim: --prefix %s with --quant %s: prefix caching over quantized "
+                 "pages is not supported yet\n", o.prefix.c_str(), o.quant.c_str());
+    return 2;
+  }
   try {
     o.layout.page_size = o.page_size;
     o.layout.validate();
     const double budget = o.memory_gib * 1024.0 * 1024.0 * 1024.0;
-    const auto num_pages = static_cast<std::int32_t>(budget / static_cast<double>(o.layout.bytes_per_page()));
+    auto num_pages = static_cast<std::int32_t>(budget / static_cast<double>(o.layout.bytes_per_page()));
     const std::int64_t slots = static_cast<std::int64_t>(budget / static_cast<double>(o.layout.bytes_per_token()));
     if (num_pages < 1) {
       std::fprintf(stderr, "kvcache-sim: %.3f GiB holds no %d-token page\n", o.memory_gib, o.page_size);
@@ -483,7 +603,43 @@ int main(int argc, char** argv) {
     }
     prompt_mean /= static_cast<double>(trace.size());
     output_mean /= static_cast<double>(trace.size());
-    const result paged = run_paged(o, trace, num_pages);
+    // A quantized run: pages of the quantizer's size, and staging pages for the residual window
+    // taken from the same budget (sized for the sequences the budget holds at the trace's mean
+    // context, unless --staging-pages says otherwise).
+    quant_sizes qz;
+    qz.page_bytes = static_cast<std::int64_t>(o.layout.bytes_per_page());
+    qz.bytes_per_token = static_cast<double>(o.layout.bytes_per_token());
+    qz.name = "none";
+    std::int32_t staging = 0;
+    const double mean_context = prompt_mean + output_mean / 2;
+    if (o.quant != "none") {
+      qz = kvcache::visit_quantizer(o.quant, [&](auto tag) {
+        return sizes_of<typename decltype(tag)::type>(o.layout, mean_context);
+      });
+      if (qz.residual > 0) {
+        staging = o.staging_pages;
+        if (staging < 0) {
+          const double per_seq = mean_context * qz.bytes_per_token + static_cast<double>(qz.staging_bytes);
+          staging = static_cast<std::int32_t>(std::min<double>(o.max_batch, std::ceil(budget / per_seq)));
+        }
+      }
+      num_pages = static_cast<std::int32_t>(
+          (budget - static_cast<double>(staging) * static_cast<double>(qz.staging_bytes)) /
+          static_cast<double>(qz.page_bytes));
+      if (num_pages < 1) {
+        std::fprintf(stderr, "kvcache-sim: %d staging pages leave no page of the budget\n", staging);
+        return 2;
+      }
+    }
+    const result paged =
+        o.quant == "none"
+            ? run_paged<void>(o, trace, num_pages, 0, qz.page_bytes, 0)
+            : kvcache::visit_quantizer(o.quant, [&](auto tag) {
+                return run_paged<typename decltype(tag)::type>(o, trace, num_pages, staging,
+                                                              qz.page_bytes, qz.staging_bytes);
+              });
+    const double held = paged.bytes_held_steps ? paged.bytes_held_sum / static_cast<double>(paged.bytes_held_steps) : 0;
+    const double f16_per_token = static_cast<double>(o.layout.bytes_per_token());
     const result contig = run_contiguous(o, trace, slots);
     const double hit_rate = paged.prompt_tokens ? static_cast<double>(paged.hit_tokens) / static_cast<double>(paged.prompt_tokens) : 0.0;
     const double ideal_rate = paged.prompt_tokens ? static_cast<double>(paged.ideal_hit_tokens) / static_cast<double>(paged.prompt_tokens) : 0.0;
@@ -502,6 +658,9 @@ int main(int argc, char** argv) {
           "\"prefill_tokens\": {}, \"wall_ms\": {:.1f}}},\n"
           " \"prefix\": {{\"hit_rate\": {:.4f}, \"ideal_hit_rate\": {:.4f}, "
           "\"prefill_tokens_saved\": {}, \"prompt_tokens\": {}, \"cached_pages_at_end\": {}}},\n"
+          " \"quant\": {{\"quantizer\": \"{}\", \"kv_bytes_per_token\": {:.1f}, "
+          "\"kv_bytes_per_token_f16\": {:.1f}, \"kv_bytes_per_token_held\": {:.1f}, "
+          "\"staging_pages\": {}, \"staging_pages_used_max\": {}, \"page_bytes\": {}}},\n"
           " \"max_batch_ratio\": {:.2f}}}\n",
           o.trace.kind, o.prefix, o.trace.requests, o.trace.arrival_rate, o.memory_gib,
           o.page_size, o.trace.max_new_tokens, o.watermark, num_pages, slots, prompt_mean,
@@ -510,7 +669,8 @@ int main(int argc, char** argv) {
           paged.prefill_tokens, paged.reserve_ns_per_seq, paged.wall_ms, contig.utilization(),
           contig.max_batch, contig.mean_batch, contig.throughput(), contig.steps,
           contig.generated, contig.prefill_tokens, contig.wall_ms, hit_rate, ideal_rate,
-          paged.saved_tokens, paged.prompt_tokens, paged.cached_pages_end,
+          paged.saved_tokens, paged.prompt_tokens, paged.cached_pages_end, o.quant,
+          qz.bytes_per_token, f16_per_token, held, staging, paged.staging_used_max, qz.page_bytes,
           static_cast<double>(paged.max_batch) / std::max(1, contig.max_batch));
       return 0;
     }
@@ -518,8 +678,16 @@ int main(int argc, char** argv) {
                "outputs mean {:.0f} tokens (cap {}), prefix cache: {}\n",
                o.trace.kind, o.trace.requests, o.trace.arrival_rate, prompt_mean, output_mean,
                o.trace.max_new_tokens, o.prefix);
-    fmt::print("KV budget {:.1f} GiB at {}: {} pages of {} tokens = {} token slots\n\n",
+    fmt::print("KV budget {:.1f} GiB at {}: {} pages of {} tokens = {} token slots\n",
                o.memory_gib, o.layout.to_string(), num_pages, o.page_size, slots);
+    if (o.quant != "none") {
+      fmt::print("quantizer {}: {:.1f} KV bytes per token at the mean context ({:.4f} of f16), "
+                 "{:.1f} held on average in the run; {} staging pages of {} tokens (at most {} in "
+                 "use)\n",
+                 o.quant, qz.bytes_per_token, qz.bytes_per_token / f16_per_token, held, staging,
+                 qz.residual, paged.staging_used_max);
+    }
+    fmt::print("\n");
     fmt::print("{:<36}{:>14}{:>14}\n", "", "paged", "contiguous");
     fmt::print("{:<36}{:>14.3f}{:>14.3f}\n", "utilization (tokens / slots held)", paged.utilization(), contig.utilization());
     fmt::print("{:<36}{:>14}{:>14}\n", "max batch (sequences)", paged.max_batch, contig.max_batch);

@@ -21,7 +21,7 @@ struct request {
 };
 
 struct trace_options {
-  std::string kind = "sharegpt";  ///< sharegpt | multiturn | shared-prefix
+  std::string kind = "sharegpt";  ///< sharegpt | multiturn | shared-prefix | long
   std::int64_t requests = 2000;
   double arrival_rate = 8.0;      ///< requests (or conversations, for multiturn) per step
   double prompt_median = 180, prompt_sigma = 1.0;
@@ -32,6 +32,7 @@ struct trace_options {
   double think_mean = 30;             ///< multiturn: mean steps between a reply and the next turn
   std::int32_t system_prompts = 8;    ///< shared-prefix: distinct system prompts
   std::int64_t system_min = 1000, system_max = 3000;
+  std::int64_t long_min = 8192, long_max = 32768;  ///< long: prompt length range
   std::uint64_t seed = 1;
 };
 
@@ -86,6 +87,18 @@ inline std::vector<request> make_trace(const trace_options& o) {
         trace.push_back(std::move(r));
       }
       ++conv;
+    }
+  } else if (o.kind == "long") {
+    // long-context requests (document QA, code): prompts log-uniform in [long_min, long_max]
+    std::uniform_real_distribution<double> lp(std::log(static_cast<double>(o.long_min)),
+                                              std::log(static_cast<double>(o.long_max)));
+    for (std::int64_t i = 0; i < o.requests; ++i) {
+      time += gap(rng);
+      request r;
+      r.arrival = static_cast<std::int64_t>(time);
+      r.prompt = tokens(std::llround(std::exp(lp(rng))));
+      r.output = tokens(out_len());
+      trace.push_back(std::move(r));
     }
   } else if (o.kind == "shared-prefix") {
     std::vector<std::vector<std::int32_t>> systems;
