@@ -1,11 +1,12 @@
 # Runs `kvcache-quality --summary` on the committed fixture and checks that it prints a row for
-# the full cache and for window and random at keep ratios 50%, 25% and 10%.
+# the full cache, for window and random at keep ratios 50%, 25% and 10%, and for the quantizers.
 execute_process(COMMAND ${EXE} --summary OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
 message("${out}")
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "kvcache-quality --summary exited with ${rc}: ${err}")
 endif()
-foreach(config full window:0.5 window:0.25 window:0.1 random:0.5 random:0.25 random:0.1)
+foreach(config full window:0.5 window:0.25 window:0.1 random:0.5 random:0.25 random:0.1
+               quant:int8 quant:fp8 quant:kivi4 quant:kivi2 quant:kivi2_token_keys)
   string(REPLACE "." "\\." pattern "${config}")
   if(NOT out MATCHES "\n${pattern} +[0-9]")
     message(FATAL_ERROR "no summary row for '${config}'")

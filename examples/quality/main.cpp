@@ -31,7 +31,10 @@ namespace kq = kvcache::quality;
 namespace {
 
 constexpr const char* default_configs =
-    "full,window:0.5,window:0.25,window:0.1,random:0.5,random:0.25,random:0.1";
+    "full,window:0.5,window:0.25,window:0.1,random:0.5,random:0.25,random:0.1,"
+    // quantizers, and the eviction baselines at their bytes (head_dim 64, 1024 tokens)
+    "quant:int8,quant:fp8,quant:kivi4,quant:kivi4_token_keys,quant:kivi2,quant:kivi2_token_keys,"
+    "window:0.531,random:0.531,window:0.378,random:0.378,window:0.265,random:0.265";
 
 std::string default_traces() {
   const std::string dir = KVCACHE_QUALITY_DATA_DIR;
@@ -133,10 +136,10 @@ std::string json_row(const std::string& config, const std::string& trace, const 
 }
 
 constexpr const char* table_header =
-    "{:<16} {:>6} {:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9}\n";
+    "{:<24} {:>6} {:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9}\n";
 
 void print_row(const std::string& config, const kq::score_row& r) {
-  fmt::print("{:<16} {:>6} {:>5} {:>9.5f} {:>10.5f} {:>8.5f} {:>8.5f} {:>8.3f} {:>9.1f} {:>9.2e}\n",
+  fmt::print("{:<24} {:>6} {:>5} {:>9.5f} {:>10.5f} {:>8.5f} {:>8.5f} {:>8.3f} {:>9.1f} {:>9.2e}\n",
              config, r.layer >= 0 ? std::to_string(r.layer) : "all",
              r.q_head >= 0 ? std::to_string(r.q_head) : "all", r.rel_l2, r.rel_l2_max, r.cosine,
              r.recall, r.kv_ratio(), r.kv_bytes / 1024.0, r.recorded_rel_l2);
@@ -188,7 +191,7 @@ int run(const options& o) {
     if (!o.json) {
       fmt::print("summary over {} trace(s) ({}), layers averaged, last {} queries\n",
                  o.traces.size(), fmt::join(o.traces, ", "), o.steps);
-      fmt::print("{:<16} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9}\n", "config", "rel_l2", "rel_l2_max",
+      fmt::print("{:<24} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9}\n", "config", "rel_l2", "rel_l2_max",
                  "cosine", "recall", "kv_ratio", "recorded");
     }
     for (std::size_t c = 0; c < configs.size(); ++c) {
@@ -197,7 +200,7 @@ int run(const options& o) {
         json_rows.push_back(
             json_row(configs[c]->name(), fmt::format("{}", fmt::join(o.traces, ",")), "", m));
       } else {
-        fmt::print("{:<16} {:>9.5f} {:>10.5f} {:>8.5f} {:>8.5f} {:>8.3f} {:>9.2e}\n",
+        fmt::print("{:<24} {:>9.5f} {:>10.5f} {:>8.5f} {:>8.5f} {:>8.3f} {:>9.2e}\n",
                    configs[c]->name(), m.rel_l2, m.rel_l2_max, m.cosine, m.recall, m.kv_ratio(),
                    m.recorded_rel_l2);
       }
