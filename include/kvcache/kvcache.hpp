@@ -52,3 +52,5 @@
 #include "kvcache/quant/kivi.hpp"
 #include "kvcache/quant/kernels.hpp"
 #include "kvcache/quant/quantizers.hpp"
+#include "kvcache/quant/quantized_pool.hpp"
+#include "kvcache/quant/quantized_kv_store.hpp"
