@@ -16,7 +16,8 @@
  * out)` (out.size() heads, out[h] <= sizes[h], sum == min(total, sum of sizes); `scores` is the
  * concatenation over heads of each head policy's `scores(...)`, read only when
  * `uses_scores` is true), `static constexpr bool uses_scores`, and a `static_assert` below.
- * Complexity: O(layers) and O(heads) (uniform, pyramid), O(sum of sizes) average (adaptive).
+ * Complexity: O(layers) and O(heads) (uniform, pyramid), O(S log S) for S tokens in the layer
+ * (adaptive: a sort per head, then nth_element).
  * No allocation after `reserve(max tokens of a layer)` (adaptive). Thread-safety: none per
  * object (adaptive holds scratch).
  */
