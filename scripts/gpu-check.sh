@@ -53,9 +53,19 @@ for b in build/cuda/bench/kvcache-bench-*; do
     log "$name FAILED"; status=1
   fi
 done
+# PyTorch SDPA (cuDNN and flash backends) on contiguous K/V: the reference of kvcache-bench-attention
+if [[ ! "kvcache-bench-attention" =~ ${KVCACHE_BENCH_EXCLUDE:-^$} ]]; then
+  if PYTHONUNBUFFERED=1 python3 bench/attention/sdpa_reference.py --out "$OUT/sdpa_reference.json" \
+       >"$OUT/kvcache-bench-attention-sdpa.txt" 2>&1; then
+    log "sdpa_reference ok"
+  else
+    log "sdpa_reference FAILED"; status=1
+  fi
+fi
 for f in "$OUT"/kvcache-bench-*.txt; do echo "== $(basename "$f")"; grep -vE "^-|^Run on|^CPU|^Load|^\*\*\*|L[123]" "$f" | cut -c1-150; done
 log "done: status $status"
 cp "$OUT/summary.txt" "$FINAL_OUT/summary.txt"
+[[ -f "$OUT/sdpa_reference.json" ]] && cp "$OUT/sdpa_reference.json" "$FINAL_OUT/"
 for f in "$OUT"/kvcache-bench-*.txt; do echo "== $(basename "$f")"; cat "$f"; done >"$FINAL_OUT/benchmarks.txt" 2>/dev/null
 tar -C "$FINAL_OUT" -czf "$FINAL_OUT/gpu-check-logs.tar.gz" logs && rm -rf "$OUT"
 exit $status

@@ -1,0 +1,603 @@
+// Paged decode attention kernels: one query token per sequence, GQA, split-KV with a log-sum-exp
+// merge, f16 / bf16 pages or quantized pages (int8, fp8 E4M3, KIVI-2/4 + f16 residual) decoded in
+// shared memory, and the attention-mass output.
+//
+// One block (128 threads) = one (chunk of tokens, sequence, kv head, group of <= 8 query heads).
+// It walks its chunk in tiles of 32 tokens, double-buffered with cp.async:
+//   load   : f16 / bf16 rows (or the residual window's f16 rows) straight into a "canonical"
+//            tile [32][head_dim] of 16-bit elements; quantized pages as raw bytes (codes and
+//            metadata), then decoded into the canonical tile with the host's arithmetic;
+//   scores : 4 threads per token, each 1/4 of the 16-byte chunks of the row (XOR-swizzled so that
+//            no quarter-warp hits a bank twice), against the f32 queries (pre-scaled by
+//            sm_scale * log2 e) in shared memory; a 2-step shuffle sum;
+//   softmax: one warp per query head, online (running max and sum, log2 domain);
+//   P V    : each thread one 16-byte chunk of the head dim and every 8th (D=128) token.
+// Blocks of a split chunk write normalized partial outputs and their log2-sum-exp; the merge
+// kernel combines them. With the mass output, the scores go to the workspace and the mass
+// kernel adds exp2(s - lse) summed over the group once the final lse is known.
+//
+// No fmt here (nvcc cannot compile it): the checks live in paged_decode_launch.cpp.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "attention/paged_decode.cuh"
+
+namespace kvcache::detail {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kTile = 32;
+constexpr int kMaxSub = 8;
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int size = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(size));
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int size = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(size));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/// Position of 16-byte chunk c of tile row r (bank-conflict-free for the access patterns above).
+__device__ __forceinline__ int swz(int c, int r) { return c ^ ((r & 1) << 2); }
+
+/// 8 elements of 16 bits (f16 or bf16) to f32.
+template <bool Bf16>
+__device__ __forceinline__ void to_f32x8(uint4 w, float* f) {
+  const unsigned u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 v;
+    if constexpr (Bf16) {
+      v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[i]));
+    } else {
+      v = __half22float2(*reinterpret_cast<const __half2*>(&u[i]));
+    }
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
+__device__ __forceinline__ unsigned pack_f16x2(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
+/// Exact small unsigned integer to float (c < 2^23).
+__device__ __forceinline__ float u2f_exact(unsigned c) {
+  return __uint_as_float(0x4B000000u | c) - 8388608.0f;
+}
+
+__device__ __forceinline__ float f16_bits_to_f32(unsigned short b) {
+  return __half2float(__ushort_as_half(b));
+}
+
+__device__ __forceinline__ float load_q(const void* q, std::int64_t i, bool bf16) {
+  const unsigned short b = static_cast<const unsigned short*>(q)[i];
+  return bf16 ? __bfloat162float(__ushort_as_bfloat16(b)) : __half2float(__ushort_as_half(b));
+}
+__device__ __forceinline__ void store_o(void* out, std::int64_t i, float v, bool bf16) {
+  unsigned short b = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v))
+                          : __half_as_ushort(__float2half_rn(v));
+  static_cast<unsigned short*>(out)[i] = b;
+}
+
+template <int D, int F>
+struct tile_traits {
+  static constexpr bool quant = F >= 2;
+  static constexpr bool bf16 = F == 1;
+  static constexpr int bits = F == 4 ? 2 : (F == 5 ? 4 : 8);
+  static constexpr int ch = D / 8;             // 16-byte chunks per canonical row
+  static constexpr int row_bytes = D * 2;      // canonical row
+  static constexpr int code_row = D * bits / 8;  // quantized code row
+  static constexpr int raw_side = quant ? 36 * D : 0;  // >= 32 code rows + metadata
+  static constexpr int canon_bytes = 2 * 2 * kTile * row_bytes;  // [stage][side][row]
+  static constexpr int raw_bytes = 2 * 2 * raw_side;             // [stage][side]
+  static constexpr int smem_bytes =
+      canon_bytes + raw_bytes + 4 * (kMaxSub * D + 2 * kMaxSub * kTile + 2 * kMaxSub);
+  static_assert(bits > 0 && code_row > 0 && raw_side % 16 == 0, "tile_traits: bad layout");
+};
+
+template <int D, int F>
+__global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p) {
+  using T = tile_traits<D, F>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* canon = smem;
+  unsigned char* raw = smem + T::canon_bytes;
+  float* q_s = reinterpret_cast<float*>(raw + T::raw_bytes);  // [8][D]
+  float* s_s = q_s + kMaxSub * D;                              // [8][32]
+  float* p_s = s_s + kMaxSub * kTile;                          // [32][8]
+  float* alpha_s = p_s + kMaxSub * kTile;                      // [8]
+  float* l_s = alpha_s + kMaxSub;                              // [8]
+  float* red = reinterpret_cast<float*>(canon);                // [4 warps][8][D] after the loop
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int chunk = blockIdx.x;
+  const int b = blockIdx.y;
+  const int h = blockIdx.z / p.subgroups;
+  const int qh0 = h * p.group + (blockIdx.z % p.subgroups) * p.sub;
+  const int sub = p.sub;
+  const int table = h * p.table_head_stride + b;
+  const int head_in_page = p.table_head_stride == 0 ? h : 0;
+  const int pg0 = p.indptr[table];
+  const int npages = p.indptr[table + 1] - pg0;
+  const int L = npages <= 0 ? 0 : (npages - 1) * p.page_size + p.last_page_len[table];
+  const int start = chunk * p.chunk_tokens;
+  const bool qbf = p.q_bf16 != 0;
+  const std::int64_t row0 = static_cast<std::int64_t>(b) * p.qo_heads + qh0;
+
+  if (start >= L) {
+    if (!p.split && chunk == 0) {  // empty table: zeros, lse -inf
+      for (int i = tid; i < sub * D; i += kThreads) store_o(p.out, row0 * D + i, 0.0f, qbf);
+      if (tid < sub) {
+        if (p.lse_out != nullptr) p.lse_out[row0 + tid] = -INFINITY;
+        p.final_lse[row0 + tid] = -INFINITY;
+      }
+    }
+    return;
+  }
+  const int end = chunk == p.max_chunks - 1 ? L : min(L, start + p.chunk_tokens);
+  const int qtok = T::quant ? (p.quantized_tokens != nullptr ? p.quantized_tokens[table] : L) : 0;
+
+  for (int i = tid; i < sub * D; i += kThreads) {
+    q_s[i] = load_q(p.q, row0 * D + i, qbf) * p.scale_log2;
+  }
+
+  // ---- loads ----------------------------------------------------------------------------------
+  const int lr = tid >> 2;   // tile row of this thread (loads, decode, scores)
+  const int part = tid & 3;  // its quarter of the row's chunks
+  auto issue = [&](int t0, int stage) {
+    const int nvalid = min(kTile, end - t0);
+    const bool row_ok = lr < nvalid;
+    const int tok = t0 + lr;
+    if (!T::quant || t0 >= qtok) {
+      // f16 / bf16 rows: the pool's pages, or the residual window's staging page
+      const std::byte* base;
+      std::int64_t off;
+      std::int64_t voff;
+      bool ok = row_ok;
+      if constexpr (!T::quant) {
+        const int page = row_ok ? p.indices[pg0 + tok / p.page_size] : 0;
+        ok = ok && page >= 0 && page < p.kv.num_pages;
+        base = p.kv.data;
+        off = ok ? p.kv.k_row_offset(p.layer, page, tok % p.page_size, head_in_page) : 0;
+        voff = p.kv.v_offset_bytes;
+      } else {
+        const int page = row_ok ? p.staging_page[table] : 0;
+        ok = ok && page >= 0 && page < p.staging.num_pages;
+        base = p.staging.data;
+        off = ok ? p.staging.k_row_offset(p.layer, page, tok - qtok, head_in_page) : 0;
+        voff = p.staging.v_offset_bytes;
+      }
+      unsigned char* dk = canon + ((stage * 2 + 0) * kTile + lr) * T::row_bytes;
+      unsigned char* dv = canon + ((stage * 2 + 1) * kTile + lr) * T::row_bytes;
+#pragma unroll
+      for (int j = 0; j < T::ch / 4; ++j) {
+        const int c = 4 * j + part;
+        cp_async16(dk + swz(c, lr) * 16, base + off + c * 16, ok);
+        cp_async16(dv + swz(c, lr) * 16, base + off + voff + c * 16, ok);
+      }
+    } else if constexpr (F == 2 || F == 3) {
+      // per-token formats: a code row of D bytes and an f32 scale per token, any page size
+      const int page = row_ok ? p.indices[pg0 + tok / p.page_size] : 0;
+      const bool ok = row_ok && page >= 0 && page < p.q_num_pages;
+      const int pos = tok % p.page_size;
+      const std::byte* kp = p.qdata + p.layer * p.q_layer_stride +
+                            static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes +
+                            head_in_page * p.q_head_page_bytes;
+#pragma unroll
+      for (int side = 0; side < 2; ++side) {
+        const std::byte* hp = kp + (side ? p.q_v_offset : 0);
+        unsigned char* dst = raw + (stage * 2 + side) * T::raw_side;
+#pragma unroll
+        for (int j = 0; j < D / 64; ++j) {
+          const int c = 4 * j + part;
+          cp_async16(dst + lr * D + c * 16, hp + static_cast<std::int64_t>(pos) * D + c * 16, ok);
+        }
+        if (part == 0) {
+          const std::int64_t mo = side ? p.q_value_meta_offset : p.q_key_meta_offset;
+          cp_async4(dst + kTile * D + lr * 4, hp + mo + pos * 4, ok);
+        }
+      }
+    } else {
+      // KIVI: the tile is whole key groups of one page (page_size % 32 == 0): code rows and the
+      // group's metadata are two contiguous ranges per side
+      const int page = p.indices[pg0 + t0 / p.page_size];
+      const bool ok = page >= 0 && page < p.q_num_pages;
+      const int pos0 = t0 % p.page_size;
+      const std::byte* kp = p.qdata + p.layer * p.q_layer_stride +
+                            static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes +
+                            head_in_page * p.q_head_page_bytes;
+      constexpr int code_chunks = kTile * T::code_row / 16;
+      constexpr int meta_chunks = 4 * D / 16;
+#pragma unroll
+      for (int side = 0; side < 2; ++side) {
+        const std::byte* hp = kp + (side ? p.q_v_offset : 0);
+        const std::byte* codes = hp + static_cast<std::int64_t>(pos0) * T::code_row;
+        const std::byte* meta =
+            side ? hp + p.q_value_meta_offset + static_cast<std::int64_t>(pos0) * (D / 32) * 4
+                 : hp + p.q_key_meta_offset + static_cast<std::int64_t>(pos0 / p.key_group) * D * 4;
+        unsigned char* dst = raw + (stage * 2 + side) * T::raw_side;
+        for (int i = tid; i < code_chunks + meta_chunks; i += kThreads) {
+          if (i < code_chunks) {
+            cp_async16(dst + i * 16, codes + i * 16, ok);
+          } else {
+            const int m = i - code_chunks;
+            cp_async16(dst + kTile * T::code_row + m * 16, meta + m * 16, ok);
+          }
+        }
+      }
+    }
+  };
+
+  // ---- decode of a quantized tile into the canonical f16 tile -----------------------------------
+  auto decode = [&](int stage) {
+    const unsigned char* rk = raw + (stage * 2 + 0) * T::raw_side;
+    const unsigned char* rv = raw + (stage * 2 + 1) * T::raw_side;
+    unsigned char* dk = canon + ((stage * 2 + 0) * kTile + lr) * T::row_bytes;
+    unsigned char* dv = canon + ((stage * 2 + 1) * kTile + lr) * T::row_bytes;
+#pragma unroll
+    for (int j = 0; j < T::ch / 4; ++j) {
+      const int c = 4 * j + part;
+#pragma unroll
+      for (int side = 0; side < 2; ++side) {
+        const unsigned char* rs = side ? rv : rk;
+        unsigned out[4];
+        if constexpr (F == 2 || F == 3) {
+          const uint2 w = *reinterpret_cast<const uint2*>(rs + lr * D + c * 8);
+          const float s = *reinterpret_cast<const float*>(rs + kTile * D + lr * 4);
+          const unsigned u[2] = {w.x, w.y};
+#pragma unroll
+          for (int k = 0; k < 2; ++k) {
+            float f[4];
+            if constexpr (F == 2) {
+              const unsigned x = u[k] ^ 0x80808080u;
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float v = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7540 + e)) - 8388736.0f;
+                f[e] = __fmul_rn(v, s);
+              }
+            } else {
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2(
+                    static_cast<__nv_fp8x2_storage_t>((u[k] >> (16 * e)) & 0xFFFFu), __NV_E4M3);
+                const float2 v = __half22float2(*reinterpret_cast<const __half2*>(&hr));
+                f[2 * e] = __fmul_rn(v.x, s);
+                f[2 * e + 1] = __fmul_rn(v.y, s);
+              }
+            }
+            out[2 * k] = pack_f16x2(f[0], f[1]);
+            out[2 * k + 1] = pack_f16x2(f[2], f[3]);
+          }
+        } else {
+          constexpr int bits = T::bits;
+          constexpr unsigned mask = (1u << bits) - 1u;
+          unsigned codes;
+          if constexpr (bits == 2) {
+            codes = *reinterpret_cast<const unsigned short*>(rs + lr * T::code_row + c * 2);
+          } else {
+            codes = *reinterpret_cast<const unsigned*>(rs + lr * T::code_row + c * 4);
+          }
+          const unsigned char* meta = rs + kTile * T::code_row;
+          float mn[8], sc[8];
+          if (side == 0) {  // per channel: pairs of channels 8c .. 8c+7
+            const uint4 m0 = *reinterpret_cast<const uint4*>(meta + c * 32);
+            const uint4 m1 = *reinterpret_cast<const uint4*>(meta + c * 32 + 16);
+            const unsigned m[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+              mn[e] = f16_bits_to_f32(static_cast<unsigned short>(m[e] & 0xFFFFu));
+              sc[e] = f16_bits_to_f32(static_cast<unsigned short>(m[e] >> 16));
+            }
+          } else {  // per token, groups of 32 channels
+            const unsigned m = *reinterpret_cast<const unsigned*>(meta + (lr * (D / 32) + c / 4) * 4);
+            const float a = f16_bits_to_f32(static_cast<unsigned short>(m & 0xFFFFu));
+            const float s = f16_bits_to_f32(static_cast<unsigned short>(m >> 16));
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+              mn[e] = a;
+              sc[e] = s;
+            }
+          }
+          float f[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            // host: min(add_rn(min, mul_rn(code, scale)), 65504); the product is exact, so one
+            // fused multiply-add rounds the same way
+            const float code = u2f_exact((codes >> (bits * e)) & mask);
+            f[e] = fminf(__fmaf_rn(code, sc[e], mn[e]), 65504.0f);
+          }
+#pragma unroll
+          for (int k = 0; k < 4; ++k) out[k] = pack_f16x2(f[2 * k], f[2 * k + 1]);
+        }
+        unsigned char* d = side ? dv : dk;
+        *reinterpret_cast<uint4*>(d + swz(c, lr) * 16) = make_uint4(out[0], out[1], out[2], out[3]);
+      }
+    }
+  };
+
+  // ---- main loop ------------------------------------------------------------------------------
+  constexpr bool canon_bf16 = T::bf16;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.0f, 0.0f};
+  float acc[kMaxSub][8];
+#pragma unroll
+  for (int hh = 0; hh < kMaxSub; ++hh)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[hh][e] = 0.0f;
+
+  const int pc = tid % T::ch;  // P V: chunk of the head dim
+  const int tg = tid / T::ch;  // P V: token group
+  constexpr int kGroups = kThreads / T::ch;
+
+  const int ntiles = (end - start + kTile - 1) / kTile;
+  issue(start, 0);
+  cp_async_commit();
+  for (int it = 0; it < ntiles; ++it) {
+    const int t0 = start + it * kTile;
+    const int nvalid = min(kTile, end - t0);
+    const int stage = it & 1;
+    if (it + 1 < ntiles) issue(t0 + kTile, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    if constexpr (T::quant) {
+      if (t0 < qtok) {
+        decode(stage);
+        __syncthreads();
+      }
+    }
+    // scores
+    {
+      float sacc[kMaxSub];
+#pragma unroll
+      for (int hh = 0; hh < kMaxSub; ++hh) sacc[hh] = 0.0f;
+      const unsigned char* krow = canon + ((stage * 2 + 0) * kTile + lr) * T::row_bytes;
+#pragma unroll
+      for (int j = 0; j < T::ch / 4; ++j) {
+        const int c = 4 * j + part;
+        float kf[8];
+        to_f32x8<canon_bf16>(*reinterpret_cast<const uint4*>(krow + swz(c, lr) * 16), kf);
+#pragma unroll
+        for (int hh = 0; hh < kMaxSub; ++hh) {
+          if (hh < sub) {
+            const float4 qa = *reinterpret_cast<const float4*>(q_s + hh * D + c * 8);
+            const float4 qb = *reinterpret_cast<const float4*>(q_s + hh * D + c * 8 + 4);
+            float s = sacc[hh];
+            s = fmaf(qa.x, kf[0], s);
+            s = fmaf(qa.y, kf[1], s);
+            s = fmaf(qa.z, kf[2], s);
+            s = fmaf(qa.w, kf[3], s);
+            s = fmaf(qb.x, kf[4], s);
+            s = fmaf(qb.y, kf[5], s);
+            s = fmaf(qb.z, kf[6], s);
+            s = fmaf(qb.w, kf[7], s);
+            sacc[hh] = s;
+          }
+        }
+      }
+#pragma unroll
+      for (int hh = 0; hh < kMaxSub; ++hh) {
+        if (hh < sub) {
+          float s = sacc[hh];
+          s += __shfl_xor_sync(0xFFFFFFFFu, s, 1);
+          s += __shfl_xor_sync(0xFFFFFFFFu, s, 2);
+          if (part == (hh & 3) && lr < nvalid) s_s[hh * kTile + lr] = s;
+        }
+      }
+    }
+    __syncthreads();
+    // online softmax: warp w owns heads w and w + 4
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int hh = warp + 4 * k;
+      if (hh < sub) {
+        const bool ok = lane < nvalid;
+        const float s = ok ? s_s[hh * kTile + lane] : -INFINITY;
+        float mx = s;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+        const float m_new = fmaxf(m_run[k], mx);
+        const float alpha = exp2f(m_run[k] - m_new);
+        const float pr = ok ? exp2f(s - m_new) : 0.0f;
+        float sum = pr;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+        l_run[k] = l_run[k] * alpha + sum;
+        m_run[k] = m_new;
+        p_s[lane * kMaxSub + hh] = pr;
+        if (lane == 0) alpha_s[hh] = alpha;
+        if (p.scores != nullptr && ok && t0 + lane < p.score_stride) {
+          p.scores[(row0 + hh) * p.score_stride + t0 + lane] = s;
+        }
+      }
+    }
+    __syncthreads();
+    // P V
+    {
+#pragma unroll
+      for (int hh = 0; hh < kMaxSub; ++hh) {
+        if (hh < sub) {
+          const float a = alpha_s[hh];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[hh][e] *= a;
+        }
+      }
+      const unsigned char* vbase = canon + (stage * 2 + 1) * kTile * T::row_bytes;
+      for (int r = tg; r < nvalid; r += kGroups) {
+        float vf[8];
+        to_f32x8<canon_bf16>(
+            *reinterpret_cast<const uint4*>(vbase + r * T::row_bytes + swz(pc, r) * 16), vf);
+        const float4 pa = *reinterpret_cast<const float4*>(p_s + r * kMaxSub);
+        const float4 pb = *reinterpret_cast<const float4*>(p_s + r * kMaxSub + 4);
+        const float pr[8] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};
+#pragma unroll
+        for (int hh = 0; hh < kMaxSub; ++hh) {
+          if (hh < sub) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[hh][e] = fmaf(pr[hh], vf[e], acc[hh][e]);
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  // ---- epilogue ---------------------------------------------------------------------------------
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int hh = warp + 4 * k;
+    if (hh < sub && lane == 0) {
+      l_s[hh] = l_run[k];
+      const float lse2 = m_run[k] + __log2f(l_run[k]);
+      if (p.split) {
+        p.part_lse[(static_cast<std::int64_t>(chunk) * p.batch * p.qo_heads) + row0 + hh] = lse2;
+      } else {
+        p.final_lse[row0 + hh] = lse2;
+        if (p.lse_out != nullptr) p.lse_out[row0 + hh] = lse2 * 0.69314718055994531f;
+      }
+    }
+  }
+#pragma unroll
+  for (int hh = 0; hh < kMaxSub; ++hh) {
+    if (hh < sub) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        float v = acc[hh][e];
+        v += __shfl_xor_sync(0xFFFFFFFFu, v, 16);
+        if constexpr (D == 64) v += __shfl_xor_sync(0xFFFFFFFFu, v, 8);
+        acc[hh][e] = v;
+      }
+      if (lane < T::ch) {
+        float* dst = red + (warp * kMaxSub + hh) * D + lane * 8;
+        *reinterpret_cast<float4*>(dst) = make_float4(acc[hh][0], acc[hh][1], acc[hh][2], acc[hh][3]);
+        *reinterpret_cast<float4*>(dst + 4) = make_float4(acc[hh][4], acc[hh][5], acc[hh][6], acc[hh][7]);
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < sub * D; i += kThreads) {
+    const int hh = i / D;
+    const int d = i % D;
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) o += red[(w * kMaxSub + hh) * D + d];
+    o /= l_s[hh];
+    if (p.split) {
+      p.part_o[((static_cast<std::int64_t>(chunk) * p.batch * p.qo_heads) + row0 + hh) * D + d] = o;
+    } else {
+      store_o(p.out, (row0 + hh) * D + d, o, qbf);
+    }
+  }
+}
+
+/// Split-KV merge: one block per (sequence, query head), a thread per element of the head dim.
+__global__ void __launch_bounds__(128) merge_kernel(const decode_params p, int D) {
+  const int b = blockIdx.x;
+  const int qh = blockIdx.y;
+  const int h = qh / p.group;
+  const int table = h * p.table_head_stride + b;
+  const int npages = p.indptr[table + 1] - p.indptr[table];
+  const int L = npages <= 0 ? 0 : (npages - 1) * p.page_size + p.last_page_len[table];
+  const int n = L == 0 ? 0 : min((L + p.chunk_tokens - 1) / p.chunk_tokens, p.max_chunks);
+  const std::int64_t row = static_cast<std::int64_t>(b) * p.qo_heads + qh;
+  const std::int64_t cstride = static_cast<std::int64_t>(p.batch) * p.qo_heads;
+  const bool qbf = p.q_bf16 != 0;
+  float mx = -INFINITY;
+  for (int c = 0; c < n; ++c) mx = fmaxf(mx, p.part_lse[c * cstride + row]);
+  float wsum = 0.0f;
+  for (int c = 0; c < n; ++c) wsum += exp2f(p.part_lse[c * cstride + row] - mx);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float o = 0.0f;
+    for (int c = 0; c < n; ++c) {
+      o += exp2f(p.part_lse[c * cstride + row] - mx) * p.part_o[(c * cstride + row) * D + d];
+    }
+    store_o(p.out, row * D + d, n == 0 ? 0.0f : o / wsum, qbf);
+  }
+  if (threadIdx.x == 0) {
+    const float lse2 = n == 0 ? -INFINITY : mx + __log2f(wsum);
+    p.final_lse[row] = lse2;
+    if (p.lse_out != nullptr) p.lse_out[row] = n == 0 ? -INFINITY : lse2 * 0.69314718055994531f;
+  }
+}
+
+/// Attention mass: a thread per (sequence, kv head, position).
+__global__ void __launch_bounds__(128) mass_kernel(const decode_params p) {
+  const std::int64_t pos = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int b = blockIdx.y;
+  const int h = blockIdx.z;
+  const int table = h * p.table_head_stride + b;
+  const int npages = p.indptr[table + 1] - p.indptr[table];
+  const int L = npages <= 0 ? 0 : (npages - 1) * p.page_size + p.last_page_len[table];
+  if (pos >= L || pos >= p.score_stride) return;
+  float m = 0.0f;
+  for (int g = 0; g < p.group; ++g) {
+    const std::int64_t row = static_cast<std::int64_t>(b) * p.qo_heads + h * p.group + g;
+    m += exp2f(p.scores[row * p.score_stride + pos] - p.final_lse[row]);
+  }
+  p.mass[b * p.mass_seq_stride + h * p.mass_head_stride + pos] += m;
+}
+
+template <int D, int F>
+cudaError_t launch(const decode_params& p, cudaStream_t stream) {
+  using T = tile_traits<D, F>;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      decode_kernel<D, F>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::smem_bytes);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(static_cast<unsigned>(p.max_chunks), static_cast<unsigned>(p.batch),
+                  static_cast<unsigned>(p.kv_heads * p.subgroups));
+  decode_kernel<D, F><<<grid, kThreads, T::smem_bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t launch_format(const decode_params& p, decode_format f, cudaStream_t s) {
+  switch (f) {
+    case decode_format::f16: return launch<D, 0>(p, s);
+    case decode_format::bf16: return launch<D, 1>(p, s);
+    case decode_format::int8: return launch<D, 2>(p, s);
+    case decode_format::fp8: return launch<D, 3>(p, s);
+    case decode_format::kivi2: return launch<D, 4>(p, s);
+    case decode_format::kivi4: return launch<D, 5>(p, s);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t launch_paged_decode(const decode_params& p, decode_format format, int head_dim,
+                                cudaStream_t stream) {
+  if (p.batch == 0) return cudaSuccess;
+  cudaError_t e = head_dim == 64 ? launch_format<64>(p, format, stream)
+                                 : launch_format<128>(p, format, stream);
+  if (e != cudaSuccess) return e;
+  if (p.split) {
+    merge_kernel<<<dim3(static_cast<unsigned>(p.batch), static_cast<unsigned>(p.qo_heads)), 128, 0,
+                   stream>>>(p, head_dim);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  if (p.mass != nullptr && p.score_stride > 0) {
+    const auto blocks = static_cast<unsigned>((p.score_stride + 127) / 128);
+    mass_kernel<<<dim3(blocks, static_cast<unsigned>(p.batch), static_cast<unsigned>(p.kv_heads)),
+                  128, 0, stream>>>(p);
+    e = cudaGetLastError();
+  }
+  return e;
+}
+
+}  // namespace kvcache::detail

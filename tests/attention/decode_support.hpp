@@ -1,0 +1,297 @@
+// Test support for paged_decode: host pools (f16 / bf16 and quantized) poisoned with NaN, random
+// CSR tables, random rows, and a naive double-precision attention.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kvcache/attention/paged_decode.hpp"
+#include "kvcache/core/numeric.hpp"
+#include "kvcache/quant/kernels.hpp"
+
+namespace kvtest {
+
+using namespace kvcache;
+
+/// 256-byte aligned host bytes.
+struct aligned_bytes {
+  std::vector<std::uint64_t> words;
+  std::size_t size = 0;
+  std::byte* base = nullptr;
+  explicit aligned_bytes(std::size_t n = 0) { resize(n); }
+  void resize(std::size_t n) {
+    size = n;
+    words.assign(n / 8 + 64, 0);
+    auto p = reinterpret_cast<std::uintptr_t>(words.data());
+    base = reinterpret_cast<std::byte*>((p + 255) / 256 * 256);
+  }
+  std::byte* data() const { return base; }
+};
+
+/// CSR tables (host) for `lens` (one per table), pages drawn without replacement from `num_pages`.
+struct tables_host {
+  std::vector<std::int32_t> indptr{0}, indices, last;
+  std::int32_t page_size = 0;
+  page_table_view view() const {
+    return {indptr.data(), indices.data(), last.data(),
+            static_cast<std::int32_t>(last.size()), page_size};
+  }
+  std::int64_t tokens(std::size_t t) const { return view().tokens(static_cast<std::int32_t>(t)); }
+};
+
+inline std::int32_t pages_for(const std::vector<std::int64_t>& lens, std::int32_t page_size) {
+  std::int64_t n = 0;
+  for (auto l : lens) n += (l + page_size - 1) / page_size;
+  return static_cast<std::int32_t>(n);
+}
+
+inline tables_host make_tables(const std::vector<std::int64_t>& lens, std::int32_t page_size,
+                               std::int32_t num_pages, std::mt19937_64& rng) {
+  tables_host t;
+  t.page_size = page_size;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(num_pages));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  std::size_t k = 0;
+  for (auto l : lens) {
+    const std::int64_t pages = (l + page_size - 1) / page_size;
+    for (std::int64_t i = 0; i < pages; ++i) t.indices.push_back(ids.at(k++));
+    t.indptr.push_back(static_cast<std::int32_t>(t.indices.size()));
+    t.last.push_back(l == 0 ? 0 : static_cast<std::int32_t>((l - 1) % page_size + 1));
+  }
+  return t;
+}
+
+inline std::uint16_t bits_of(float x, dtype t) {
+  return t == dtype::bf16 ? to_bfloat16(x).bits : to_float16(x).bits;
+}
+inline float value_of(std::uint16_t b, dtype t) {
+  return t == dtype::bf16 ? to_float(bfloat16{b}) : to_float(float16{b});
+}
+
+/// A 16-bit pool: every element NaN until written.
+struct pool16 {
+  aligned_bytes bytes;
+  paged_kv_view view;
+  pool16(std::int32_t layers, std::int32_t num_pages, std::int32_t page_size,
+         std::int32_t heads_per_page, std::int32_t head_dim, kv_order order, dtype type) {
+    view.layers = layers;
+    view.num_pages = num_pages;
+    view.page_size = page_size;
+    view.heads_per_page = heads_per_page;
+    view.head_dim = head_dim;
+    view.order = order;
+    view.type = type;
+    view.elem_bytes = 2;
+    view.page_bytes = static_cast<std::int64_t>(page_size) * heads_per_page * head_dim * 2;
+    view.v_offset_bytes = view.page_bytes * num_pages;
+    view.layer_stride_bytes = layers > 1 ? 2 * view.v_offset_bytes : 0;
+    const std::size_t n = static_cast<std::size_t>(2 * view.v_offset_bytes * layers);
+    bytes.resize(n);
+    view.data = bytes.data();
+    const std::uint16_t nan = type == dtype::bf16 ? 0x7FC0 : 0x7E00;
+    auto* w = reinterpret_cast<std::uint16_t*>(bytes.data());
+    std::fill(w, w + n / 2, nan);
+  }
+  std::uint16_t* row(bool value, std::int32_t layer, std::int32_t page, std::int32_t tok,
+                     std::int32_t head) const {
+    return reinterpret_cast<std::uint16_t*>(view.data + view.k_row_offset(layer, page, tok, head) +
+                                            (value ? view.v_offset_bytes : 0));
+  }
+};
+
+/// Random value: mostly N(0, 1), sometimes larger (outlier channels make keys peaky).
+inline float rand_value(std::mt19937_64& rng, float scale = 1.0f) {
+  std::normal_distribution<float> n(0.0f, scale);
+  return n(rng);
+}
+
+/// Writes random rows for tokens [0, len) of every table of `tables` (layer `layer`, head
+/// `head` of table (b, h) as the decode shape says).
+inline void fill_tables(pool16& pool, const tables_host& t, const paged_decode_shape& s,
+                        std::int32_t layer, std::mt19937_64& rng) {
+  const std::int32_t tables_per_b = s.table_head_stride == 0 ? 1 : s.num_kv_heads;
+  const std::int32_t heads = s.table_head_stride == 0 ? s.num_kv_heads : 1;
+  for (std::int32_t hb = 0; hb < tables_per_b; ++hb) {
+    for (std::int32_t b = 0; b < s.batch; ++b) {
+      const std::int32_t table = hb * s.table_head_stride + b;
+      const std::int64_t len = t.tokens(static_cast<std::size_t>(table));
+      for (std::int64_t tok = 0; tok < len; ++tok) {
+        const std::int32_t page = t.indices[t.indptr[table] + tok / t.page_size];
+        for (std::int32_t h = 0; h < heads; ++h) {
+          for (bool v : {false, true}) {
+            std::uint16_t* r = pool.row(v, layer, page, static_cast<std::int32_t>(tok % t.page_size), h);
+            for (std::int32_t d = 0; d < s.head_dim; ++d) {
+              const float scale = (!v && d % 17 == 3) ? 4.0f : 1.0f;
+              r[d] = bits_of(rand_value(rng, scale), pool.view.type);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+inline std::vector<std::uint16_t> random_q(const paged_decode_shape& s, std::mt19937_64& rng) {
+  std::vector<std::uint16_t> q(static_cast<std::size_t>(s.batch) * s.num_qo_heads * s.head_dim);
+  for (auto& x : q) x = bits_of(rand_value(rng), s.q_type);
+  return q;
+}
+
+/// Naive attention in double straight from the pool: out [batch][qo][D] floats, mass
+/// [batch][kv][max_len] (sum over the group of softmax probabilities).
+struct naive_result {
+  std::vector<double> out, lse, mass;
+  std::int64_t mass_stride = 0;
+};
+inline naive_result naive_decode(const paged_decode_shape& s, const paged_kv_view& kv,
+                                 const page_table_view& t, const std::uint16_t* q,
+                                 std::int32_t layer, std::int64_t mass_stride) {
+  naive_result r;
+  const std::int32_t D = s.head_dim;
+  const std::int32_t group = s.num_qo_heads / s.num_kv_heads;
+  r.out.assign(static_cast<std::size_t>(s.batch) * s.num_qo_heads * D, 0.0);
+  r.lse.assign(static_cast<std::size_t>(s.batch) * s.num_qo_heads, -INFINITY);
+  r.mass.assign(static_cast<std::size_t>(s.batch) * s.num_kv_heads * mass_stride, 0.0);
+  r.mass_stride = mass_stride;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  for (std::int32_t b = 0; b < s.batch; ++b) {
+    for (std::int32_t qh = 0; qh < s.num_qo_heads; ++qh) {
+      const std::int32_t h = qh / group;
+      const std::int32_t table = h * s.table_head_stride + b;
+      const std::int64_t len = t.tokens(table);
+      const std::int32_t head = s.table_head_stride == 0 ? h : 0;
+      std::vector<double> sc(static_cast<std::size_t>(len));
+      double m = -INFINITY;
+      auto rowp = [&](std::int64_t tok, bool v) {
+        const std::int32_t page = t.indices[t.indptr[table] + tok / t.page_size];
+        return reinterpret_cast<const std::uint16_t*>(
+            kv.data + kv.k_row_offset(layer, page, static_cast<std::int32_t>(tok % t.page_size), head) +
+            (v ? kv.v_offset_bytes : 0));
+      };
+      const std::uint16_t* qr = q + (static_cast<std::size_t>(b) * s.num_qo_heads + qh) * D;
+      for (std::int64_t tok = 0; tok < len; ++tok) {
+        const std::uint16_t* k = rowp(tok, false);
+        double a = 0;
+        for (std::int32_t d = 0; d < D; ++d) a += double(value_of(qr[d], s.q_type)) * value_of(k[d], kv.type);
+        sc[tok] = a * scale;
+        m = std::max(m, sc[tok]);
+      }
+      double l = 0;
+      for (auto& x : sc) {
+        x = std::exp(x - m);
+        l += x;
+      }
+      double* o = r.out.data() + (static_cast<std::size_t>(b) * s.num_qo_heads + qh) * D;
+      for (std::int64_t tok = 0; tok < len; ++tok) {
+        const std::uint16_t* v = rowp(tok, true);
+        for (std::int32_t d = 0; d < D; ++d) o[d] += sc[tok] / l * value_of(v[d], kv.type);
+        r.mass[(static_cast<std::size_t>(b) * s.num_kv_heads + h) * mass_stride + tok] += sc[tok] / l;
+      }
+      if (len > 0) r.lse[static_cast<std::size_t>(b) * s.num_qo_heads + qh] = m + std::log(l);
+    }
+  }
+  return r;
+}
+
+/// A quantized pool for Q (head pages 0xFF-poisoned), the f16 pool of its dequantized pages
+/// (NaN-poisoned), and the KIVI staging pool, filled for `tables` with random rows: tokens below
+/// q = L - Q::residual_tokens(L) are quantized, the others go to the staging page of the table.
+template <class Q>
+struct quant_fixture {
+  aligned_bytes qbytes;
+  quantized_kv_view qview;
+  pool16 deq;      // dequantized pages + residual rows at their positions (the reference's input)
+  pool16 staging;  // one staging page per table
+  std::vector<std::int32_t> staging_page, quantized_tokens;
+
+  quant_fixture(std::int32_t layers, std::int32_t num_pages, const paged_decode_shape& s,
+                std::int32_t num_tables)
+      : deq(layers, num_pages, s.page_size, s.table_head_stride == 0 ? s.num_kv_heads : 1,
+            s.head_dim, kv_order::hnd, dtype::f16),
+        staging(layers, std::max(1, num_tables), std::max<std::int32_t>(Q::residual, 1),
+                s.table_head_stride == 0 ? s.num_kv_heads : 1, s.head_dim, kv_order::hnd,
+                dtype::f16) {
+    const std::int32_t hpp = s.table_head_stride == 0 ? s.num_kv_heads : 1;
+    qview.head_page_bytes = static_cast<std::int64_t>(
+        std::max(Q::key_page_bytes(s.page_size, s.head_dim), Q::value_page_bytes(s.page_size, s.head_dim)));
+    qview.page_bytes = qview.head_page_bytes * hpp;
+    qview.v_offset_bytes = qview.page_bytes * num_pages;
+    qview.layer_stride_bytes = layers > 1 ? 2 * qview.v_offset_bytes : 0;
+    qview.num_pages = num_pages;
+    qview.layers = layers;
+    qview.page_size = s.page_size;
+    qview.heads_per_page = hpp;
+    qview.head_dim = s.head_dim;
+    qview.format = Q::format;
+    qbytes.resize(static_cast<std::size_t>(2 * qview.v_offset_bytes * layers));
+    std::memset(qbytes.data(), 0xFF, qbytes.size);
+    qview.data = qbytes.data();
+  }
+
+  residual_view residual() const {
+    residual_view r;
+    r.staging_page = staging_page.data();
+    r.quantized_tokens = quantized_tokens.data();
+    r.staging = staging.view;
+    return r;
+  }
+
+  void fill(const tables_host& t, const paged_decode_shape& s, std::int32_t layer,
+            std::mt19937_64& rng) {
+    const std::int32_t D = s.head_dim;
+    const std::int32_t P = s.page_size;
+    const std::int32_t n_tables = static_cast<std::int32_t>(t.last.size());
+    staging_page.assign(static_cast<std::size_t>(n_tables), 0);
+    quantized_tokens.assign(static_cast<std::size_t>(n_tables), 0);
+    const std::int32_t tables_per_b = s.table_head_stride == 0 ? 1 : s.num_kv_heads;
+    const std::int32_t heads = s.table_head_stride == 0 ? s.num_kv_heads : 1;
+    std::vector<std::uint16_t> rows(static_cast<std::size_t>(P) * D);
+    for (std::int32_t hb = 0; hb < tables_per_b; ++hb) {
+      for (std::int32_t b = 0; b < s.batch; ++b) {
+        const std::int32_t table = hb * s.table_head_stride + b;
+        const std::int64_t len = t.tokens(static_cast<std::size_t>(table));
+        const std::int64_t q = len - Q::residual_tokens(len);
+        quantized_tokens[static_cast<std::size_t>(table)] = static_cast<std::int32_t>(q);
+        staging_page[static_cast<std::size_t>(table)] = table;
+        for (std::int32_t h = 0; h < heads; ++h) {
+          for (bool v : {false, true}) {
+            const kv_side side = v ? kv_side::value : kv_side::key;
+            for (std::int64_t t0 = 0; t0 < len; t0 += P) {
+              const std::int32_t page = t.indices[t.indptr[table] + t0 / P];
+              const auto n = static_cast<std::int32_t>(std::min<std::int64_t>(P, len - t0));
+              for (std::int32_t i = 0; i < n; ++i) {
+                for (std::int32_t d = 0; d < D; ++d) {
+                  const float scale = (!v && d % 17 == 3) ? 4.0f : 1.0f;
+                  rows[static_cast<std::size_t>(i) * D + d] = to_float16(rand_value(rng, scale)).bits;
+                }
+              }
+              const auto nq = static_cast<std::int32_t>(std::clamp<std::int64_t>(q - t0, 0, n));
+              if (nq > 0) {
+                std::byte* hp = qview.head_page(side, layer, page, h);
+                quantize_job qj{rows.data(), hp, 0, nq, side};
+                quantize_pages_host<Q>(&qj, 1, P, D);
+                dequantize_job dj{hp, deq.row(v, layer, page, 0, h), 0, nq, side};
+                dequantize_pages_host<Q>(&dj, 1, P, D);
+              }
+              for (std::int32_t i = nq; i < n; ++i) {
+                const std::int64_t tok = t0 + i;
+                std::memcpy(deq.row(v, layer, page, i, h), rows.data() + static_cast<std::size_t>(i) * D, 2 * static_cast<std::size_t>(D));
+                std::memcpy(staging.row(v, layer, table, static_cast<std::int32_t>(tok - q), h),
+                            rows.data() + static_cast<std::size_t>(i) * D, 2 * static_cast<std::size_t>(D));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+}  // namespace kvtest
