@@ -31,6 +31,7 @@
 #include "kvcache/paging/paged_kv_store.hpp"
 #include "kvcache/quant/quantized_kv_store.hpp"
 #include "kvcache/quant/quantizers.hpp"
+#include "eviction.hpp"
 #include "prefix_cache.hpp"
 #include "trace.hpp"
 
@@ -46,6 +47,7 @@ struct options {
   std::string prefix = "none";           // none | radix | hash
   std::string quant = "none";            // none | int8 | fp8 | kivi2 | kivi4 (quantizers.hpp names)
   std::int32_t staging_pages = -1;       // quantized runs: staging pages (-1: sized from the trace)
+  kvsim::evict_options evict;            // token eviction of the paged run
   bool page_size_given = false, max_batch_tokens_given = false;
   bool json = false;
   bool progress = true;
@@ -69,6 +71,7 @@ struct result {
   double bytes_held_sum = 0;       // paged only: KV bytes held / logical tokens, per step
   std::int64_t bytes_held_steps = 0;
   std::int32_t staging_used_max = 0;
+  kvsim::evict_stats evicted;
   // prefix caching (paged only)
   std::int64_t prompt_tokens = 0;       // prompt tokens at first admission
   std::int64_t hit_tokens = 0;          // of which cached
@@ -199,15 +202,22 @@ quant_sizes sizes_of(const kvcache::kv_layout& l, double mean_context) {
   return z;
 }
 
-template <class Q>
+template <class Q, class Geometry = kvcache::span_layers>
 result run_paged(const options& o, const std::vector<request>& trace, std::int32_t num_pages,
                  std::int32_t staging_pages = 0, std::int64_t real_page_bytes = 0,
                  std::int64_t staging_bytes = 0) {
   using namespace kvcache;
   constexpr bool quantized = !std::is_void_v<Q>;
-  const kv_layout tiny{.layers = 1, .kv_heads = 1, .q_heads = 1, .head_dim = quantized ? 32 : 1,
-                       .page_size = o.page_size, .order = kv_order::nhd, .type = dtype::f16};
-  using sim_store = std::conditional_t<quantized, qstore_t<std::conditional_t<quantized, Q, kivi2>>, store_t>;
+  constexpr bool span = std::is_same_v<Geometry, span_layers>;
+  // one element per token; with eviction, the model's layers (per_layer) or layers and kv heads
+  // (per_head) as tables, so that each compacts to its own budget
+  const std::int32_t sim_layers = span ? 1 : o.layout.layers;
+  const std::int32_t sim_heads = std::is_same_v<Geometry, per_head> ? o.layout.kv_heads : 1;
+  const kv_layout tiny{.layers = sim_layers, .kv_heads = sim_heads, .q_heads = sim_heads,
+                       .head_dim = quantized ? 32 : 1, .page_size = o.page_size,
+                       .order = kv_order::nhd, .type = dtype::f16};
+  using plain_store = paged_kv_store<host_space, Geometry>;
+  using sim_store = std::conditional_t<quantized, qstore_t<std::conditional_t<quantized, Q, kivi2>>, plain_store>;
   auto make_store = [&] {
     if constexpr (quantized) {
       quantized_store_config cfg;
@@ -230,7 +240,8 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
   if constexpr (quantized) batch.staging_bytes = staging_bytes;
   auto& paged = batch.paged();
   std::unique_ptr<kvsim::prefix_cache> cache;
-  if constexpr (!quantized) cache = kvsim::make_prefix_cache(o.prefix, store);
+  if constexpr (!quantized && span) cache = kvsim::make_prefix_cache(o.prefix, store);
+  kvsim::evictor<sim_store> evict(o.evict, sim_layers, sim_heads, o.page_size, o.max_batch, o.trace.seed);
   if (cache) paged.set_reclaimer([&](std::int32_t missing) { cache->evict(missing); });
   std::unordered_set<std::uint64_t> ideal;  // every page prefix ever inserted (unbounded cache)
   std::vector<std::uint64_t> keys;
@@ -319,7 +330,7 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
       std::optional<seq_id> id;
       if (ok) id = store.try_create();
       if (id) {
-        if constexpr (!quantized) store.adopt_prefix(*id, pages);
+        if constexpr (!quantized && span) store.adopt_prefix(*id, pages);
         pages.clear();  // the sequence owns those references now
         if (!batch.add(*id, compute)) {
           store.release(*id);
@@ -366,12 +377,25 @@ result run_paged(const options& o, const std::vector<request>& trace, std::int32
     reserve_calls += batch.size();
     // after prefill, the prompt's full pages become reusable
     for (std::size_t k : admitted_now) insert_pages(run[k], store.length(run[k].id));
+    // eviction: tables over their budgets are compacted (right after prefill, then a page at a
+    // time); the freed pages serve the next steps
+    if (o.evict.enabled()) {
+      if constexpr (!quantized) {
+        for (std::size_t k : admitted_now) evict.admitted(run[k].id, store.length(run[k].id));
+        for (std::size_t k = 0; k < run.size(); ++k) {
+          const bool fresh = std::find(admitted_now.begin(), admitted_now.end(), k) != admitted_now.end();
+          evict.step(store, run[k].id, fresh, res.evicted);
+        }
+      }
+    }
     // 3. every sequence in the batch produced one token; finished ones leave.
     res.max_batch = std::max(res.max_batch, static_cast<std::int32_t>(run.size()));
     res.mean_batch += static_cast<double>(run.size());
     const auto st = paged.stats();
-    if (st.logical_tokens > 0) {
-      res.bytes_held_sum += batch.bytes_held(real_page_bytes) / static_cast<double>(st.logical_tokens);
+    std::int64_t seq_tokens = 0;
+    for (const auto& q : run) seq_tokens += store.length(q.id);
+    if (seq_tokens > 0) {
+      res.bytes_held_sum += batch.bytes_held(real_page_bytes) / static_cast<double>(seq_tokens);
       ++res.bytes_held_steps;
     }
     res.staging_used_max = std::max(res.staging_used_max, batch.staging_used());
@@ -482,6 +506,12 @@ result run_contiguous(const options& o, const std::vector<request>& trace, std::
       "  --prefix KIND         prefix cache of the paged run: none, radix, hash (none)\n"
       "  --quant Q             quantized pages for the paged run: none, int8, fp8, kivi2, kivi4\n"
       "                        (none); KIVI takes page size 32 unless --page-size is given\n"
+      "  --evict POLICY        token eviction: none, streaming, h2o, snapkv, scissorhands, tova,\n"
+      "                        key_norm (none); tables per layer (per head with adaptive budgets)\n"
+      "                        are compacted to their budgets; the simulator has no attention, so\n"
+      "                        every policy keeps the same counts (StreamingLLM's rows)\n"
+      "  --budget N|RATIO      kept tokens per table: a ratio of the sequence (< 1) or a count (0.2)\n"
+      "  --budgets KIND        uniform, pyramid (PyramidKV), adaptive (AdaKV) (uniform)\n"
       "  --staging-pages N     quantized runs with a residual window (KIVI): f16 staging pages\n"
       "                        (default: the sequences the budget holds at the mean context)\n"
       "  --requests N          requests in the trace (2000)\n"
@@ -541,6 +571,9 @@ int main(int argc, char** argv) {
     if (a == "--trace") t.kind = choice({"sharegpt", "multiturn", "shared-prefix", "long"});
     else if (a == "--quant") o.quant = choice({"none", "int8", "fp8", "kivi2", "kivi4", "kivi2_token_keys", "kivi4_token_keys"});
     else if (a == "--staging-pages") o.staging_pages = static_cast<std::int32_t>(number(1));
+    else if (a == "--evict") o.evict.policy = choice({"none", "streaming", "h2o", "snapkv", "scissorhands", "tova", "key_norm"});
+    else if (a == "--budget") o.evict.budget = number(1e-6);
+    else if (a == "--budgets") o.evict.budgets = choice({"uniform", "pyramid", "adaptive"});
     else if (a == "--prefix") o.prefix = choice({"none", "radix", "hash"});
     else if (a == "--requests") t.requests = static_cast<std::int64_t>(number(1));
     else if (a == "--rate") t.arrival_rate = number(1e-6);
@@ -580,6 +613,10 @@ int main(int argc, char** argv) {
     if (o.trace.requests == 2000) o.trace.requests = 300;
   }
   if (o.quant.rfind("kivi", 0) == 0 && !o.page_size_given) o.page_size = 32;  // KIVI: P % 32 == 0
+  if (o.evict.enabled() && (o.quant != "none" || o.prefix != "none")) {
+    std::fprintf(stderr, "kvcache-sim: --evict with --quant or --prefix is not supported yet\n");
+    return 2;
+  }
   if (o.quant != "none" && o.prefix != "none") {
     std::fprintf(stderr, "kvcache-sim: --prefix %s with --quant %s: prefix caching over quantized "
                  "pages is not supported yet\n", o.prefix.c_str(), o.quant.c_str());
@@ -631,8 +668,21 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
+    // Eviction: one table per layer (uniform, pyramid) or per layer and kv head (adaptive), with
+    // pages of one layer (or one head of one layer): the same bytes in more, smaller pages.
+    if (o.evict.enabled()) {
+      const std::int64_t split = o.evict.budgets == "adaptive"
+                                     ? static_cast<std::int64_t>(o.layout.layers) * o.layout.kv_heads
+                                     : o.layout.layers;
+      qz.page_bytes = static_cast<std::int64_t>(o.layout.bytes_per_page()) / split;
+      num_pages = static_cast<std::int32_t>(budget / static_cast<double>(qz.page_bytes));
+    }
     const result paged =
-        o.quant == "none"
+        o.evict.enabled()
+            ? (o.evict.budgets == "adaptive"
+                   ? run_paged<void, kvcache::per_head>(o, trace, num_pages, 0, qz.page_bytes, 0)
+                   : run_paged<void, kvcache::per_layer>(o, trace, num_pages, 0, qz.page_bytes, 0))
+        : o.quant == "none"
             ? run_paged<void>(o, trace, num_pages, 0, qz.page_bytes, 0)
             : kvcache::visit_quantizer(o.quant, [&](auto tag) {
                 return run_paged<typename decltype(tag)::type>(o, trace, num_pages, staging,
@@ -661,6 +711,8 @@ int main(int argc, char** argv) {
           " \"quant\": {{\"quantizer\": \"{}\", \"kv_bytes_per_token\": {:.1f}, "
           "\"kv_bytes_per_token_f16\": {:.1f}, \"kv_bytes_per_token_held\": {:.1f}, "
           "\"staging_pages\": {}, \"staging_pages_used_max\": {}, \"page_bytes\": {}}},\n"
+          " \"evict\": {{\"policy\": \"{}\", \"budget\": {}, \"budgets\": \"{}\", "
+          "\"compactions\": {}, \"rows_evicted\": {}, \"refused\": {}}},\n"
           " \"max_batch_ratio\": {:.2f}}}\n",
           o.trace.kind, o.prefix, o.trace.requests, o.trace.arrival_rate, o.memory_gib,
           o.page_size, o.trace.max_new_tokens, o.watermark, num_pages, slots, prompt_mean,
@@ -671,6 +723,8 @@ int main(int argc, char** argv) {
           contig.generated, contig.prefill_tokens, contig.wall_ms, hit_rate, ideal_rate,
           paged.saved_tokens, paged.prompt_tokens, paged.cached_pages_end, o.quant,
           qz.bytes_per_token, f16_per_token, held, staging, paged.staging_used_max, qz.page_bytes,
+          o.evict.policy, o.evict.budget, o.evict.budgets, paged.evicted.compactions,
+          paged.evicted.rows_evicted, paged.evicted.refused,
           static_cast<double>(paged.max_batch) / std::max(1, contig.max_batch));
       return 0;
     }
@@ -686,6 +740,14 @@ int main(int argc, char** argv) {
                  "use)\n",
                  o.quant, qz.bytes_per_token, qz.bytes_per_token / f16_per_token, held, staging,
                  qz.residual, paged.staging_used_max);
+    }
+    if (o.evict.enabled()) {
+      fmt::print("eviction: {} kept rows per table ({}), {} budgets; {} table compactions, {} rows "
+                 "evicted; {:.1f} KV bytes held per token on average ({:.4f} of f16)\n",
+                 o.evict.budget < 1 ? fmt::format("{:g} of the sequence", o.evict.budget)
+                                    : fmt::format("{:g}", o.evict.budget),
+                 o.evict.policy, o.evict.budgets, paged.evicted.compactions,
+                 paged.evicted.rows_evicted, held, held / f16_per_token);
     }
     fmt::print("\n");
     fmt::print("{:<36}{:>14}{:>14}\n", "", "paged", "contiguous");
