@@ -18,8 +18,8 @@
  *   later tokens), the query of row q being the token at held index size() - queries + q.
  *   `prefill_queries()` says how many it wants (SnapKV's observation window);
  * - `observe(probs, heads)`: one decode step's attention over the held tokens, `[heads][size()]`
- *   (the group's query heads; GQA). An engine's attention kernel can write it per layer (a
- *   device buffer `[kv_heads][group][max held]` per layer, copied back, or a device policy).
+ *   (the group's query heads; GQA). An engine's attention kernel hands it over through the
+ *   per-layer attention-mass buffer of attention_mass.hpp (`observe_attention_mass`).
  *
  * What it answers:
  * - `scores(budget, out)`: each held token's importance when `budget` tokens are kept
