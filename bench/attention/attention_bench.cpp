@@ -76,9 +76,9 @@ double memcpy_rate() {
   return rate;
 }
 
-/// `n` bytes of random f16 rows on the device (a 64 MiB random block repeated).
+/// `n` bytes of random f16 rows on the device (an 8 MiB random block repeated).
 void fill_random_f16(std::byte* dst, std::size_t n, std::uint64_t seed) {
-  const std::size_t block = std::min<std::size_t>(n, std::size_t{64} << 20);
+  const std::size_t block = std::min<std::size_t>(n, std::size_t{8} << 20);
   std::vector<std::uint16_t> h(block / 2);
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);

@@ -2,16 +2,17 @@
 // merge, f16 / bf16 pages or quantized pages (int8, fp8 E4M3, KIVI-2/4 + f16 residual) decoded in
 // shared memory, and the attention-mass output.
 //
-// One block (128 threads) = one (chunk of tokens, sequence, kv head, group of <= 8 query heads).
-// It walks its chunk in tiles of 32 tokens, double-buffered with cp.async:
+// One block (128 threads) = one (chunk of tokens, sequence, kv head, group of <= 4 query heads).
+// It walks its chunk in tiles of 32 tokens, pipelined with cp.async (f16 / bf16: 3 tiles in a ring;
+// quantized: a ring of 4 to 8 raw tiles decoded into one canonical tile):
 //   load   : f16 / bf16 rows (or the residual window's f16 rows) straight into a "canonical"
-//            tile [32][head_dim] of 16-bit elements; quantized pages as raw bytes (codes and
+//            tile [32][head_dim] of 16-bit elements (16-byte chunks XOR-swizzled by row parity,
+//            so that no quarter-warp hits a bank twice); quantized pages as raw bytes (codes and
 //            metadata), then decoded into the canonical tile with the host's arithmetic;
-//   scores : 4 threads per token, each 1/4 of the 16-byte chunks of the row (XOR-swizzled so that
-//            no quarter-warp hits a bank twice), against the f32 queries (pre-scaled by
-//            sm_scale * log2 e) in shared memory; a 2-step shuffle sum;
+//   scores : thread (8 dims, every 8th token) against the f32 queries (pre-scaled by
+//            sm_scale * log2 e) in shared memory; a butterfly over the row's lanes sums them;
 //   softmax: one warp per query head, online (running max and sum, log2 domain);
-//   P V    : each thread one 16-byte chunk of the head dim and every 8th (D=128) token.
+//   P V    : the same thread mapping; f32 accumulators rescaled per tile.
 // Blocks of a split chunk write normalized partial outputs and their log2-sum-exp; the merge
 // kernel combines them. With the mass output, the scores go to the workspace and the mass
 // kernel adds exp2(s - lse) summed over the group once the final lse is known.
@@ -31,7 +32,7 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kTile = 32;
-constexpr int kMaxSub = 8;
+constexpr int kMaxSub = 4;  // query heads per block (a group of 8 takes two blocks)
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -101,11 +102,18 @@ struct tile_traits {
   static constexpr int ch = D / 8;             // 16-byte chunks per canonical row
   static constexpr int row_bytes = D * 2;      // canonical row
   static constexpr int code_row = D * bits / 8;  // quantized code row
-  static constexpr int raw_side = quant ? 36 * D : 0;  // >= 32 code rows + metadata
-  static constexpr int canon_bytes = 2 * 2 * kTile * row_bytes;  // [stage][side][row]
-  static constexpr int raw_bytes = 2 * 2 * raw_side;             // [stage][side]
+  // raw bytes of one side of a tile: 32 code rows + metadata (int8 / fp8: a scale per token;
+  // KIVI: 4 D bytes of {min, scale} pairs)
+  static constexpr int raw_side = !quant ? 0 : (F <= 3 ? kTile * D + 4 * kTile : kTile * D * bits / 8 + 4 * D);
+  // quantized tiles are small: a deeper ring of raw tiles keeps enough bytes in flight; they are
+  // decoded into a single canonical tile. f16 / bf16 tiles: a ring of canonical tiles.
+  static constexpr int stages = !quant ? 2 : (F <= 3 ? 4 : (F == 4 ? 8 : 6));
+  static constexpr int cstages = quant ? 1 : 3;  // canonical slots (f16: a ring of 3 tiles)
+  static constexpr int canon_bytes = cstages * 2 * kTile * row_bytes;  // [slot][side][row]
+  static constexpr int raw_bytes = stages * 2 * raw_side;                      // [slot][side]
   static constexpr int smem_bytes =
       canon_bytes + raw_bytes + 4 * (kMaxSub * D + 2 * kMaxSub * kTile + 2 * kMaxSub);
+  static constexpr int tpt = kTile * ch / kThreads;  // scores: tokens per thread
   static_assert(bits > 0 && code_row > 0 && raw_side % 16 == 0, "tile_traits: bad layout");
 };
 
@@ -115,12 +123,12 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* canon = smem;
   unsigned char* raw = smem + T::canon_bytes;
-  float* q_s = reinterpret_cast<float*>(raw + T::raw_bytes);  // [8][D]
-  float* s_s = q_s + kMaxSub * D;                              // [8][32]
-  float* p_s = s_s + kMaxSub * kTile;                          // [32][8]
-  float* alpha_s = p_s + kMaxSub * kTile;                      // [8]
-  float* l_s = alpha_s + kMaxSub;                              // [8]
-  float* red = reinterpret_cast<float*>(canon);                // [4 warps][8][D] after the loop
+  float* q_s = reinterpret_cast<float*>(raw + T::raw_bytes);  // [4][D]
+  float* s_s = q_s + kMaxSub * D;                              // [4][32]
+  float* p_s = s_s + kMaxSub * kTile;                          // [32][4]
+  float* alpha_s = p_s + kMaxSub * kTile;                      // [4]
+  float* l_s = alpha_s + kMaxSub;                              // [4]
+  float* red = reinterpret_cast<float*>(canon);                // [4 warps][4][D] after the loop
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -247,11 +255,14 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   auto decode = [&](int stage) {
     const unsigned char* rk = raw + (stage * 2 + 0) * T::raw_side;
     const unsigned char* rv = raw + (stage * 2 + 1) * T::raw_side;
-    unsigned char* dk = canon + ((stage * 2 + 0) * kTile + lr) * T::row_bytes;
-    unsigned char* dv = canon + ((stage * 2 + 1) * kTile + lr) * T::row_bytes;
+    // consecutive lanes decode consecutive chunks of a row (conflict-free shared accesses)
 #pragma unroll
     for (int j = 0; j < T::ch / 4; ++j) {
-      const int c = 4 * j + part;
+      const int idx = tid + kThreads * j;
+      const int lr = idx / T::ch;
+      const int c = idx % T::ch;
+      unsigned char* dk = canon + (0 * kTile + lr) * T::row_bytes;
+      unsigned char* dv = canon + (1 * kTile + lr) * T::row_bytes;
 #pragma unroll
       for (int side = 0; side < 2; ++side) {
         const unsigned char* rs = side ? rv : rk;
@@ -332,8 +343,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
 
   // ---- main loop ------------------------------------------------------------------------------
   constexpr bool canon_bf16 = T::bf16;
-  float m_run[2] = {-INFINITY, -INFINITY};
-  float l_run[2] = {0.0f, 0.0f};
+  float m_run = -INFINITY;  // warp w: head w's running max (log2 domain) and sum
+  float l_run = 0.0f;
   float acc[kMaxSub][8];
 #pragma unroll
   for (int hh = 0; hh < kMaxSub; ++hh)
@@ -345,85 +356,130 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   constexpr int kGroups = kThreads / T::ch;
 
   const int ntiles = (end - start + kTile - 1) / kTile;
-  issue(start, 0);
-  cp_async_commit();
+  if constexpr (!T::quant) {
+#pragma unroll
+    for (int k = 0; k < T::cstages - 1; ++k) {  // tiles 0 .. cstages-2 in flight
+      if (k < ntiles) issue(start + k * kTile, k);
+      cp_async_commit();
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < T::stages - 1; ++k) {  // raw tiles 0 .. stages-2 in flight
+      const int tk = start + k * kTile;
+      if (k < ntiles && tk < qtok) issue(tk, k);
+      cp_async_commit();
+    }
+  }
   for (int it = 0; it < ntiles; ++it) {
     const int t0 = start + it * kTile;
     const int nvalid = min(kTile, end - t0);
-    const int stage = it & 1;
-    if (it + 1 < ntiles) issue(t0 + kTile, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
-    if constexpr (T::quant) {
+    const int stage = T::quant ? 0 : it % T::cstages;  // canonical slot
+    if constexpr (!T::quant) {
+      // tile it + cstages - 1 into the slot consumed at the previous iteration
+      if (it + T::cstages - 1 < ntiles) {
+        issue(t0 + (T::cstages - 1) * kTile, (it + T::cstages - 1) % T::cstages);
+      }
+      cp_async_commit();
+      cp_async_wait<T::cstages - 1>();
+      __syncthreads();
+    } else {
       if (t0 < qtok) {
-        decode(stage);
+        // raw tile it + stages - 1 into the ring slot decoded at the previous iteration
+        const int tn = t0 + (T::stages - 1) * kTile;
+        if (it + T::stages - 1 < ntiles && tn < qtok) issue(tn, (it + T::stages - 1) % T::stages);
+        cp_async_commit();
+        cp_async_wait<T::stages - 1>();
+        __syncthreads();
+        decode(it % T::stages);
+        __syncthreads();
+      } else {
+        // residual window (the last <= 4 tiles): f16 rows straight into the canonical tile
+        issue(t0, 0);
+        cp_async_commit();
+        cp_async_wait<0>();
         __syncthreads();
       }
     }
-    // scores
+    // scores: thread (chunk pc, token group tg) dots its 8 dims of tokens tg + 8k (D=128) with
+    // the (<= 4) query heads; a butterfly over the chunk's lanes leaves lane l with the full sum
+    // of value 2 (l % ch) / (kMaxSub * tpt / ch) ... (index = (kMaxSub * tpt / ch) * (l % ch) + i)
     {
-      float sacc[kMaxSub];
+      constexpr int tpt = T::tpt;
+      constexpr int nv = kMaxSub * tpt;
+      float v[nv];
+      float kf[tpt][8];
+      const unsigned char* kbase = canon + (stage * 2 + 0) * kTile * T::row_bytes;
 #pragma unroll
-      for (int hh = 0; hh < kMaxSub; ++hh) sacc[hh] = 0.0f;
-      const unsigned char* krow = canon + ((stage * 2 + 0) * kTile + lr) * T::row_bytes;
-#pragma unroll
-      for (int j = 0; j < T::ch / 4; ++j) {
-        const int c = 4 * j + part;
-        float kf[8];
-        to_f32x8<canon_bf16>(*reinterpret_cast<const uint4*>(krow + swz(c, lr) * 16), kf);
-#pragma unroll
-        for (int hh = 0; hh < kMaxSub; ++hh) {
-          if (hh < sub) {
-            const float4 qa = *reinterpret_cast<const float4*>(q_s + hh * D + c * 8);
-            const float4 qb = *reinterpret_cast<const float4*>(q_s + hh * D + c * 8 + 4);
-            float s = sacc[hh];
-            s = fmaf(qa.x, kf[0], s);
-            s = fmaf(qa.y, kf[1], s);
-            s = fmaf(qa.z, kf[2], s);
-            s = fmaf(qa.w, kf[3], s);
-            s = fmaf(qb.x, kf[4], s);
-            s = fmaf(qb.y, kf[5], s);
-            s = fmaf(qb.z, kf[6], s);
-            s = fmaf(qb.w, kf[7], s);
-            sacc[hh] = s;
-          }
-        }
+      for (int k = 0; k < tpt; ++k) {
+        const int r = tg + kGroups * k;
+        to_f32x8<canon_bf16>(
+            *reinterpret_cast<const uint4*>(kbase + r * T::row_bytes + swz(pc, r) * 16), kf[k]);
       }
 #pragma unroll
       for (int hh = 0; hh < kMaxSub; ++hh) {
+        float4 qa = make_float4(0.f, 0.f, 0.f, 0.f), qb = qa;
         if (hh < sub) {
-          float s = sacc[hh];
-          s += __shfl_xor_sync(0xFFFFFFFFu, s, 1);
-          s += __shfl_xor_sync(0xFFFFFFFFu, s, 2);
-          if (part == (hh & 3) && lr < nvalid) s_s[hh * kTile + lr] = s;
+          qa = *reinterpret_cast<const float4*>(q_s + hh * D + pc * 8);
+          qb = *reinterpret_cast<const float4*>(q_s + hh * D + pc * 8 + 4);
         }
+#pragma unroll
+        for (int k = 0; k < tpt; ++k) {
+          float a = qa.x * kf[k][0];
+          a = fmaf(qa.y, kf[k][1], a);
+          a = fmaf(qa.z, kf[k][2], a);
+          a = fmaf(qa.w, kf[k][3], a);
+          a = fmaf(qb.x, kf[k][4], a);
+          a = fmaf(qb.y, kf[k][5], a);
+          a = fmaf(qb.z, kf[k][6], a);
+          a = fmaf(qb.w, kf[k][7], a);
+          v[hh * tpt + k] = a;
+        }
+      }
+      // butterfly: at the step of mask m, lanes with bit m keep the upper half of the values
+      int n = nv;
+#pragma unroll
+      for (int m = T::ch / 2; m >= 1; m >>= 1) {
+        const bool upper = (lane & m) != 0;
+        n /= 2;
+#pragma unroll
+        for (int i = 0; i < nv / 2; ++i) {
+          if (i < n) {
+            const float send = upper ? v[i] : v[i + n];
+            const float keep = upper ? v[i + n] : v[i];
+            v[i] = keep + __shfl_xor_sync(0xFFFFFFFFu, send, m);
+          }
+        }
+      }
+      constexpr int per_lane = nv / T::ch;
+#pragma unroll
+      for (int i = 0; i < per_lane; ++i) {
+        const int idx = per_lane * (lane % T::ch) + i;
+        const int hh = idx / tpt;
+        const int r = tg + kGroups * (idx % tpt);
+        if (hh < sub && r < nvalid) s_s[hh * kTile + r] = v[i];
       }
     }
     __syncthreads();
-    // online softmax: warp w owns heads w and w + 4
+    // online softmax: warp w owns head w
+    if (warp < sub) {
+      const int hh = warp;
+      const bool ok = lane < nvalid;
+      const float sv = ok ? s_s[hh * kTile + lane] : -INFINITY;
+      float mx = sv;
 #pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int hh = warp + 4 * k;
-      if (hh < sub) {
-        const bool ok = lane < nvalid;
-        const float s = ok ? s_s[hh * kTile + lane] : -INFINITY;
-        float mx = s;
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+      const float m_new = fmaxf(m_run, mx);
+      const float alpha = exp2f(m_run - m_new);
+      const float pr = ok ? exp2f(sv - m_new) : 0.0f;
+      float sum = pr;
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
-        const float m_new = fmaxf(m_run[k], mx);
-        const float alpha = exp2f(m_run[k] - m_new);
-        const float pr = ok ? exp2f(s - m_new) : 0.0f;
-        float sum = pr;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
-        l_run[k] = l_run[k] * alpha + sum;
-        m_run[k] = m_new;
-        p_s[lane * kMaxSub + hh] = pr;
-        if (lane == 0) alpha_s[hh] = alpha;
-        if (p.scores != nullptr && ok && t0 + lane < p.score_stride) {
-          p.scores[(row0 + hh) * p.score_stride + t0 + lane] = s;
-        }
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+      l_run = l_run * alpha + sum;
+      m_run = m_new;
+      p_s[lane * kMaxSub + hh] = pr;
+      if (lane == 0) alpha_s[hh] = alpha;
+      if (p.scores != nullptr && ok && t0 + lane < p.score_stride) {
+        p.scores[(row0 + hh) * p.score_stride + t0 + lane] = sv;
       }
     }
     __syncthreads();
@@ -443,8 +499,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
         to_f32x8<canon_bf16>(
             *reinterpret_cast<const uint4*>(vbase + r * T::row_bytes + swz(pc, r) * 16), vf);
         const float4 pa = *reinterpret_cast<const float4*>(p_s + r * kMaxSub);
-        const float4 pb = *reinterpret_cast<const float4*>(p_s + r * kMaxSub + 4);
-        const float pr[8] = {pa.x, pa.y, pa.z, pa.w, pb.x, pb.y, pb.z, pb.w};
+        const float pr[4] = {pa.x, pa.y, pa.z, pa.w};
 #pragma unroll
         for (int hh = 0; hh < kMaxSub; ++hh) {
           if (hh < sub) {
@@ -458,12 +513,11 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   }
 
   // ---- epilogue ---------------------------------------------------------------------------------
-#pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    const int hh = warp + 4 * k;
+  {
+    const int hh = warp;
     if (hh < sub && lane == 0) {
-      l_s[hh] = l_run[k];
-      const float lse2 = m_run[k] + __log2f(l_run[k]);
+      l_s[hh] = l_run;
+      const float lse2 = m_run + __log2f(l_run);
       if (p.split) {
         p.part_lse[(static_cast<std::int64_t>(chunk) * p.batch * p.qo_heads) + row0 + hh] = lse2;
       } else {

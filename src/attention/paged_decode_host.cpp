@@ -24,7 +24,7 @@ std::int64_t decode_tables_needed(const paged_decode_shape& shape) noexcept {
 
 std::int32_t decode_heads_per_block(const paged_decode_shape& shape) noexcept {
   const std::int32_t group = shape.num_kv_heads > 0 ? shape.num_qo_heads / shape.num_kv_heads : 1;
-  for (std::int32_t g : {8, 4, 2}) {
+  for (std::int32_t g : {4, 2}) {
     if (group % g == 0) return g;
   }
   return 1;
@@ -96,10 +96,9 @@ void check_decode_pool(const paged_decode_plan& plan, const paged_kv_view& kv, s
   const paged_decode_shape& s = plan.shape;
   KVCACHE_EXPECTS(kv.data != nullptr && kv.num_pages >= 1, errc::invalid_argument,
                   "{}: empty pool ({} pages)", who, kv.num_pages);
-  KVCACHE_EXPECTS(kv.type == s.q_type && kv.elem_bytes == 2, errc::dtype_mismatch,
-                  "{}: pages of {} ({} bytes) with {} queries: the pages must have the query "
-                  "dtype",
-                  who, name_of(kv.type), kv.elem_bytes, name_of(s.q_type));
+  KVCACHE_EXPECTS((kv.type == dtype::f16 || kv.type == dtype::bf16) && kv.elem_bytes == 2,
+                  errc::dtype_mismatch, "{}: pages of {} ({} bytes): f16 or bf16 pages needed", who,
+                  name_of(kv.type), kv.elem_bytes);
   KVCACHE_EXPECTS(kv.head_dim == s.head_dim, errc::shape_mismatch,
                   "{}: the pool's head_dim {} is not the plan's {}", who, kv.head_dim, s.head_dim);
   KVCACHE_EXPECTS(kv.page_size == s.page_size, errc::shape_mismatch,

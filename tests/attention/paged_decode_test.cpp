@@ -216,8 +216,10 @@ TEST_CASE("paged_decode rejects bad input naming the value", "[attention]") {
     (void)plan1;
   }
   SECTION("pool that does not match") {
-    pool16 other(1, 4, 16, 2, 64, kv_order::hnd, dtype::bf16);
-    KVTEST_REQUIRE_ERROR(paged_decode_host(plan, other.view, a), errc::dtype_mismatch, "bf16");
+    pool16 other(1, 4, 16, 2, 64, kv_order::hnd, dtype::f16);
+    other.view.type = dtype::f32;
+    other.view.elem_bytes = 4;
+    KVTEST_REQUIRE_ERROR(paged_decode_host(plan, other.view, a), errc::dtype_mismatch, "f32");
     pool16 heads(1, 4, 16, 4, 64, kv_order::hnd, dtype::f16);
     KVTEST_REQUIRE_ERROR(paged_decode_host(plan, heads.view, a), errc::shape_mismatch, "4 heads");
   }

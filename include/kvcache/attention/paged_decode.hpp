@@ -154,8 +154,8 @@ void paged_decode_host(const paged_decode_plan& plan, const quantized_kv_view& k
  * @param workspace device memory of `plan.workspace_bytes` (256-byte aligned); not used by
  * anything else until the call's kernels have run.
  * @throws kvcache::error (see the file comment); cuda_error.
- * @note Needs kvcache::cuda. Head dims 64 and 128, f16 or bf16 queries; pages of the query's
- * dtype. No allocation, no host sync.
+ * @note Needs kvcache::cuda. Head dims 64 and 128, f16 or bf16 queries; f16
+ * or bf16 pages (either with either query type). No allocation, no host sync.
  */
 void paged_decode_cuda(const paged_decode_plan& plan, const paged_kv_view& kv,
                        const paged_decode_args& args, std::byte* workspace, stream_view s);

@@ -37,7 +37,7 @@ void check_decode_tables(const paged_decode_plan& plan, const paged_decode_args&
 
 /// @brief Number of CSR tables a shape addresses.
 [[nodiscard]] std::int64_t decode_tables_needed(const paged_decode_shape& shape) noexcept;
-/// @brief Query heads one GPU block handles: the largest of 8, 4, 2, 1 dividing the group.
+/// @brief Query heads one GPU block handles: the largest of 4, 2, 1 dividing the group.
 [[nodiscard]] std::int32_t decode_heads_per_block(const paged_decode_shape& shape) noexcept;
 
 }  // namespace kvcache::detail
