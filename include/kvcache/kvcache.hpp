@@ -62,3 +62,7 @@
 #include "kvcache/select/tova.hpp"
 #include "kvcache/select/key_norm.hpp"
 #include "kvcache/select/budget.hpp"
+#include "kvcache/select/top_k_segment.hpp"
+#include "kvcache/select/top_k.hpp"
+#include "kvcache/select/attention_mass.hpp"
+#include "kvcache/select/compact_segments.hpp"

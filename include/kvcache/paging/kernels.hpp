@@ -149,9 +149,12 @@ void compact_kv_host(const paged_kv_view& pool, const slot_move* moves, std::int
 /**
  * @brief `compact_kv_host`'s contract on the GPU, asynchronous on `s`: the sources are gathered
  * into `scratch` (device memory of at least `compact_kv_scratch_bytes(pool, n)` bytes), then
- * scattered to the destinations, so the result equals the in-order host one whatever the
- * interleaving (a slot that is both a destination and a later source is read before it is
- * written). Moves in device memory are not checked; out-of-range slots are skipped.
+ * scattered to the destinations. The result equals the in-order host one when no move reads a
+ * slot that an earlier move of the same call writes, which holds for the moves of one
+ * `try_compact` per table (destinations ascend and every source is at or after its
+ * destination); moves of two compactions of one table applied in one call may not hold it (apply
+ * each compaction's moves before the next). Moves in device memory are not checked; out-of-range
+ * slots are skipped.
  */
 void compact_kv_cuda(const paged_kv_view& pool, const slot_move* moves, std::int64_t n,
                      std::byte* scratch, stream_view s);
