@@ -493,29 +493,32 @@ class quantized_kv_store {
     }
   }
 
-  /// Quantizes positions [q, q + count) of table t from rows(layer, head, side) (count rows each).
+  /// Calls f(page id, first position in the page, tokens, offset from `from`) for each page
+  /// piece of positions [from, from + count) of table t. O(pieces x page index / 32).
+  template <class F>
+  void for_each_piece(seq_id id, std::int32_t t, std::int64_t from, std::int64_t count, F&& f) const {
+    const std::int32_t ps = layout_.page_size;
+    for (std::int64_t pos = from; pos < from + count;) {
+      const auto first = static_cast<std::int32_t>(pos % ps);
+      const auto c = static_cast<std::int32_t>(std::min<std::int64_t>(ps - first, from + count - pos));
+      f(base_.page_at(id, t, static_cast<std::int32_t>(pos / ps)), first, c, pos - from);
+      pos += c;
+    }
+  }
+  /// Quantizes positions [q, q + count) of table t from rows(layer, head, slot, side) (count
+  /// rows each).
   template <class Rows>
   void quantize_rows(seq_id id, std::int32_t t, std::int64_t q, std::int64_t count, Rows&& rows) {
     if constexpr (Space::host_accessible) {
-      const std::int32_t ps = layout_.page_size;
       const quantized_kv_view pv = base_.pool().view();
       for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
         for (kv_side side : {kv_side::key, kv_side::value}) {
           const std::uint16_t* src = rows(layer, head, slot, side);
-          std::int64_t pos = q;
-          while (pos < q + count) {
-            const auto pi = static_cast<std::int32_t>(pos / ps);
-            const auto first = static_cast<std::int32_t>(pos % ps);
-            const auto c = static_cast<std::int32_t>(std::min<std::int64_t>(ps - first, q + count - pos));
-            quantize_job job;
-            job.rows = src + (pos - q) * layout_.head_dim;
-            job.page = pv.head_page(side, layer, base_.page_at(id, t, pi), slot);
-            job.first_token = first;
-            job.tokens = c;
-            job.side = side;
-            quantize_pages_host<Q>(&job, 1, ps, layout_.head_dim);
-            pos += c;
-          }
+          for_each_piece(id, t, q, count, [&](page_id p, std::int32_t first, std::int32_t c, std::int64_t off) {
+            const quantize_job job{src + off * layout_.head_dim, pv.head_page(side, layer, p, slot),
+                                   first, c, side};
+            quantize_pages_host<Q>(&job, 1, layout_.page_size, layout_.head_dim);
+          });
         }
       });
     }
@@ -525,22 +528,12 @@ class quantized_kv_store {
                         std::int32_t slot, std::int64_t from, std::int64_t count,
                         std::uint16_t* out) {
     if constexpr (Space::host_accessible) {
-      const std::int32_t ps = layout_.page_size;
       const quantized_kv_view pv = base_.pool().view();
-      std::int64_t pos = from;
-      while (pos < from + count) {
-        const auto pi = static_cast<std::int32_t>(pos / ps);
-        const auto first = static_cast<std::int32_t>(pos % ps);
-        const auto c = static_cast<std::int32_t>(std::min<std::int64_t>(ps - first, from + count - pos));
-        dequantize_job job;
-        job.page = pv.head_page(side, layer, base_.page_at(id, t, pi), slot);
-        job.rows = out + (pos - from) * layout_.head_dim;
-        job.first_token = first;
-        job.tokens = c;
-        job.side = side;
-        dequantize_pages_host<Q>(&job, 1, ps, layout_.head_dim);
-        pos += c;
-      }
+      for_each_piece(id, t, from, count, [&](page_id p, std::int32_t first, std::int32_t c, std::int64_t off) {
+        const dequantize_job job{pv.head_page(side, layer, p, slot), out + off * layout_.head_dim,
+                                 first, c, side};
+        dequantize_pages_host<Q>(&job, 1, layout_.page_size, layout_.head_dim);
+      });
     }
   }
 

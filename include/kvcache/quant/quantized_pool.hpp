@@ -100,13 +100,13 @@ class quantized_page_pool {
 
   /// @brief The kernel-facing description of the storage.
   [[nodiscard]] quantized_kv_view view() noexcept {
+    const paged_kv_view c = copy_view();
     quantized_kv_view v;
-    v.data = storage_.data();
-    v.page_bytes = page_bytes_;
+    v.data = c.data;
+    v.page_bytes = c.page_bytes;
     v.head_page_bytes = head_page_bytes_;
-    v.v_offset_bytes = page_bytes_ * num_pages_;
-    v.layer_stride_bytes =
-        Geometry::layer_arrays(layout_) > 1 ? 2 * page_bytes_ * num_pages_ : 0;
+    v.v_offset_bytes = c.v_offset_bytes;
+    v.layer_stride_bytes = c.layer_stride_bytes;
     v.num_pages = num_pages_;
     v.layers = layout_.layers;
     v.page_size = layout_.page_size;
