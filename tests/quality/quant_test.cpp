@@ -25,13 +25,13 @@ TEST_CASE("quant compressions: scored on the fixture, errors ordered by bits", "
   const auto kivi2 = run("quant:kivi2");
   const auto kivi2_tok = run("quant:kivi2_token_keys");
   CHECK(none.rel_l2 == 0.0);
-  CHECK(none.kv_ratio() == Approx(1.0));
+  CHECK(none.kv_ratio() == kvtest::Approx(1.0));
   CHECK(int8.rel_l2 > 0.0);
   CHECK(int8.rel_l2 < kivi4.rel_l2);
   CHECK(kivi4.rel_l2 < kivi2.rel_l2);
   // every token is kept; bytes as the library computes them (head_dim 64: int8 68 / 128 bytes)
-  CHECK(kivi2.recall == Approx(1.0));
-  CHECK(int8.kv_ratio() == Approx(68.0 / 128.0));
+  CHECK(kivi2.recall == kvtest::Approx(1.0));
+  CHECK(int8.kv_ratio() == kvtest::Approx(68.0 / 128.0));
   CHECK(kivi2.kv_ratio() < kivi4.kv_ratio());
   CHECK(kivi4.kv_ratio() < int8.kv_ratio());
   // KIVI's claim: keys grouped per channel beat keys grouped per token at 2 bits

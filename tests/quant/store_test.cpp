@@ -287,7 +287,7 @@ TEMPLATE_LIST_TEST_CASE("quantized store: bytes per token as the library compute
   const auto st = store.stats();
   const double per_token = static_cast<double>(st.bytes_used) / 4096.0;
   const double f16 = static_cast<double>(cfg.layout.bytes_per_token());
-  CHECK(per_token == Approx(Q::kv_bytes_per_token(cfg.layout, 4096)).epsilon(1e-9));
+  CHECK(per_token == kvtest::Approx(Q::kv_bytes_per_token(cfg.layout, 4096)).epsilon(1e-9));
   CHECK(st.staging_used == 0);
   REQUIRE(store.try_reserve(id, 100).has_value());
   CHECK(store.stats().staging_used == (Q::residual > 0 ? G::tables_per_sequence(cfg.layout) : 0));

@@ -36,10 +36,13 @@
  * they are quantized from the dequantized values, so their error against the original input is
  * at most the two steps' bounds added. Truncating within the staging window is lossless.
  *
- * **Data paths.** The data-moving calls (`try_append` with rows, `truncate` into the quantized
- * part, `read`) need a host-accessible `Space` (host or pinned): they run the host kernels.
- * `try_reserve` does the same bookkeeping without touching data (simulators; engines that move
- * data with the CUDA kernels themselves, from `quantized_tokens` / `staging_page`).
+ * **Data paths.** Each data-moving call (`try_append` with rows, `truncate`, `read`) plans its
+ * work as batches of jobs (staging copies, staging fills as identity-format jobs, quantize jobs,
+ * tail fills, dequantize jobs) and runs them in that order: with the host kernels for a
+ * host-accessible `Space` (host, pinned), with the CUDA kernels for `cuda_space` (one launch per
+ * batch on the default stream, job arrays in pinned memory, then a sync: synchronous for now;
+ * the asynchronous per-step batch across sequences comes with the `kv_cache` facade).
+ * `try_reserve` does the bookkeeping without data (simulators).
  *
  * Complexity: `try_append` O(tables x (pages touched + 1)) bookkeeping plus O(n x layers x
  * kv_heads x head_dim) data; `fork`, `release`, `truncate` as `paged_kv_store` plus the staging
@@ -53,6 +56,8 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "kvcache/core/error.hpp"
@@ -60,6 +65,8 @@
 #include "kvcache/paging/lifo_allocator.hpp"
 #include "kvcache/paging/page_pool.hpp"
 #include "kvcache/paging/paged_kv_store.hpp"
+#include "kvcache/memory/stream.hpp"
+#include "kvcache/quant/identity.hpp"
 #include "kvcache/quant/kernels.hpp"
 #include "kvcache/quant/quantized_pool.hpp"
 
@@ -158,16 +165,15 @@ class quantized_kv_store {
    * @brief Appends n tokens: reserves pages, writes the rows (staging / quantized pages) and
    * flushes completed windows. All or nothing: when pages or staging pages are short, returns
    * empty and changes nothing.
-   * @param k, v f16 bits `[layers][kv_heads][n][head_dim]` (host accessible, 16-byte aligned).
+   * @param k, v f16 bits `[layers][kv_heads][n][head_dim]`, 16-byte aligned: host memory for a
+   * host-accessible store, device (or pinned) memory for a `cuda_space` store.
    * @return the new length.
    * @throws kvcache::error unknown_id; invalid_argument for null rows, or a NaN / Inf input
    * (naming token and channel; rows before it in this call may have been written to staging,
    * the sequence's length is already the new one: release it).
    */
   std::optional<std::int64_t> try_append(seq_id id, std::int64_t n, const std::uint16_t* k,
-                                         const std::uint16_t* v)
-    requires(Space::host_accessible)
-  {
+                                         const std::uint16_t* v) {
     KVCACHE_EXPECTS(n == 0 || (k != nullptr && v != nullptr), errc::invalid_argument,
                     "quantized_kv_store: try_append of {} tokens with null rows", n);
     return append_impl(id, n, k, v, true);
@@ -189,9 +195,7 @@ class quantized_kv_store {
    * @throws kvcache::error out_of_range (bad length), out_of_memory (rolling back into the
    * quantized part needs a staging page and none is free: nothing changed).
    */
-  void truncate(seq_id id, std::int64_t length)
-    requires(Space::host_accessible)
-  {
+  void truncate(seq_id id, std::int64_t length) {
     const std::int64_t len = base_.length(id);
     KVCACHE_EXPECTS(length >= 0 && length <= len, errc::out_of_range,
                     "quantized_kv_store: cannot truncate sequence {} of {} tokens to {}", id.index,
@@ -208,23 +212,24 @@ class quantized_kv_store {
                     "quantized_kv_store: truncating sequence {} to {} tokens needs {} staging "
                     "pages, {} are free",
                     id.index, length, need, staging_alloc_.free_count());
+    plan_.clear();
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::size_t g = g_of(id, t);
       if (length >= q_[g]) continue;
       const std::int64_t q2 = length / group * group;
       const auto d = static_cast<std::int32_t>(length - q2);
-      drop_staging(g);
+      drop_staging(g);  // the plan writes staging rows and reads only pages: reuse is safe
       if (d > 0) {
         stg_[g] = *staging_alloc_.try_allocate();
-        for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
+        for_each_head(t, [&](std::int32_t layer, std::int32_t, std::int32_t slot) {
           for (kv_side side : {kv_side::key, kv_side::value}) {
-            dequantize_range(id, t, side, layer, slot, q2, d, staging_row(g, side, layer, slot, 0));
+            plan_dequantize(id, t, side, layer, slot, q2, d, staging_row(g, side, layer, slot, 0));
           }
-          (void)head;
         });
       }
       q_[g] = q2;
     }
+    execute();
     base_.truncate(id, length);
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::size_t g = g_of(id, t);
@@ -235,35 +240,34 @@ class quantized_kv_store {
   /**
    * @brief Reads the sequence back as f16 rows `[layers][kv_heads][L][head_dim]` (the append
    * layout): quantized tokens dequantized, staged ones copied. Every table must hold L tokens.
-   * @note O(L x layers x kv_heads x head_dim).
+   * `k_out`, `v_out`: 16-byte aligned, host memory for a host-accessible store, device (or
+   * pinned) memory for a `cuda_space` store.
+   * @note O(L x layers x kv_heads x head_dim); device stores: two kernels and a sync.
    */
-  void read(seq_id id, std::uint16_t* k_out, std::uint16_t* v_out)
-    requires(Space::host_accessible)
-  {
+  void read(seq_id id, std::uint16_t* k_out, std::uint16_t* v_out) {
     const std::int64_t len = base_.length(id);
-    const auto d = static_cast<std::size_t>(layout_.head_dim);
+    const auto d = static_cast<std::int64_t>(layout_.head_dim);
+    plan_.clear();
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::size_t g = g_of(id, t);
       KVCACHE_EXPECTS(base_.table_tokens(id, t) == len, errc::logic_error,
                       "quantized_kv_store::read: table {} holds {} tokens, the sequence {}", t,
                       base_.table_tokens(id, t), len);
       for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
-        const std::size_t row0 =
-            (static_cast<std::size_t>(layer) * static_cast<std::size_t>(layout_.kv_heads) +
-             static_cast<std::size_t>(head)) *
-            static_cast<std::size_t>(len);
+        const std::int64_t row0 = (static_cast<std::int64_t>(layer) * layout_.kv_heads + head) * len;
         for (kv_side side : {kv_side::key, kv_side::value}) {
           std::uint16_t* out = (side == kv_side::key ? k_out : v_out) + row0 * d;
-          dequantize_range(id, t, side, layer, slot, 0, q_[g], out);
+          plan_dequantize(id, t, side, layer, slot, 0, q_[g], out);
           const std::int64_t r = len - q_[g];
           if (r > 0) {
-            std::memcpy(out + static_cast<std::size_t>(q_[g]) * d,
-                        staging_row(g, side, layer, slot, 0),
-                        static_cast<std::size_t>(r) * d * 2);
+            plan_.deq_staging.push_back(dequantize_job{staging_head_page(g, side, layer, slot),
+                                                       out + q_[g] * d, 0,
+                                                       static_cast<std::int32_t>(r), side});
           }
         }
       });
     }
+    execute();
   }
 
   // ---- queries -----------------------------------------------------------------------------
@@ -419,35 +423,34 @@ class quantized_kv_store {
     const auto done = base_.try_append(id, n);
     if (!done) return std::nullopt;
     if (n == 0) return done;
-    // Copy-on-write of shared partial last pages (recorded by the paged store) lands first.
-    if (data) {
-      if constexpr (Space::host_accessible) base_.apply_pending_copies();
-    }
-    // 2. per table: staging fills, flushes, direct quantization
+    // Plan the data work per table (staging fills, window flushes, tail fills), then run it.
+    plan_.clear();
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::size_t g = g_of(id, t);
       const std::int64_t len = base_.table_tokens(id, t) - n;
       std::int64_t q = q_[g], r = len - q, pos = 0;
       if constexpr (residual == 0) {
-        if (data) quantize_rows(id, t, q, n, [&](std::int32_t l, std::int32_t h, std::int32_t, kv_side s) {
+        if (data) plan_quantize(id, t, q, n, [&](std::int32_t l, std::int32_t h, std::int32_t, kv_side s) {
           return input_row(s == kv_side::key ? k : v, l, h, n, 0);
         });
         q += n;
       } else {
+        bool flushed = false;  // rows staged after a flush of this call overwrite what it read
         auto own_staging = [&] {
           if (stg_[g] >= 0 && staging_alloc_.ref_count(stg_[g]) == 1) return;
           const page_id fresh = *staging_alloc_.try_allocate();  // counted in needs()
           if (stg_[g] >= 0) {
-            if (data && r > 0) copy_staging(stg_[g], fresh);
+            if (data && r > 0) plan_.staging_copies.push_back(page_copy{stg_[g], fresh});
             staging_alloc_.drop_ref(stg_[g]);
           }
           stg_[g] = fresh;
         };
         while (pos < n) {
           if (r == 0 && n - pos >= residual) {  // a whole window straight from the input
-            if (data) quantize_rows(id, t, q, residual, [&](std::int32_t l, std::int32_t h, std::int32_t, kv_side s) {
+            if (data) plan_quantize(id, t, q, residual, [&](std::int32_t l, std::int32_t h, std::int32_t, kv_side s) {
               return input_row(s == kv_side::key ? k : v, l, h, n, pos);
             });
+            flushed = true;
             q += residual;
             pos += residual;
             continue;
@@ -457,26 +460,36 @@ class quantized_kv_store {
           if (data) {
             for_each_head(t, [&](std::int32_t l, std::int32_t h, std::int32_t slot) {
               for (kv_side s : {kv_side::key, kv_side::value}) {
-                std::memcpy(staging_row(g, s, l, slot, static_cast<std::int32_t>(r)),
-                            input_row(s == kv_side::key ? k : v, l, h, n, pos),
-                            static_cast<std::size_t>(c * layout_.head_dim) * 2);
+                // an f16 copy into the staging head page: the identity format's quantize job
+                (flushed ? plan_.tail : plan_.fill)
+                    .push_back(quantize_job{input_row(s == kv_side::key ? k : v, l, h, n, pos),
+                                            staging_head_page(g, s, l, slot),
+                                            static_cast<std::int32_t>(r), static_cast<std::int32_t>(c), s});
               }
             });
           }
           r += c;
           pos += c;
           if (r == residual) {  // the window is full: quantize it into its pages
-            if (data) quantize_rows(id, t, q, residual, [&](std::int32_t l, std::int32_t, std::int32_t slot, kv_side s) {
+            if (data) plan_quantize(id, t, q, residual, [&](std::int32_t l, std::int32_t, std::int32_t slot, kv_side s) {
               return static_cast<const std::uint16_t*>(staging_row(g, s, l, slot, 0));
             });
+            flushed = true;
             q += residual;
             r = 0;
           }
         }
-        if (r == 0) drop_staging(g);
+        // released after the plan ran: its flush may still read it
+        if (r == 0 && stg_[g] >= 0) {
+          plan_.staging_drops.push_back(stg_[g]);
+          stg_[g] = -1;
+        }
       }
       q_[g] = q;
     }
+    if (data) execute();
+    for (const page_id p : plan_.staging_drops) staging_alloc_.drop_ref(p);
+    plan_.staging_drops.clear();
     return done;
   }
 
@@ -505,37 +518,141 @@ class quantized_kv_store {
       pos += c;
     }
   }
-  /// Quantizes positions [q, q + count) of table t from rows(layer, head, slot, side) (count
-  /// rows each).
+  /// Plans the quantization of positions [q, q + count) of table t from rows(layer, head,
+  /// slot, side) (count rows each).
   template <class Rows>
-  void quantize_rows(seq_id id, std::int32_t t, std::int64_t q, std::int64_t count, Rows&& rows) {
+  void plan_quantize(seq_id id, std::int32_t t, std::int64_t q, std::int64_t count, Rows&& rows) {
+    const quantized_kv_view pv = base_.pool().view();
+    for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
+      for (kv_side side : {kv_side::key, kv_side::value}) {
+        const std::uint16_t* src = rows(layer, head, slot, side);
+        for_each_piece(id, t, q, count, [&](page_id p, std::int32_t first, std::int32_t c, std::int64_t off) {
+          plan_.quant.push_back(quantize_job{src + off * layout_.head_dim,
+                                             pv.head_page(side, layer, p, slot), first, c, side});
+        });
+      }
+    });
+  }
+  /// Plans the dequantization of positions [from, from + count) of table t, one (layer, slot),
+  /// into rows.
+  void plan_dequantize(seq_id id, std::int32_t t, kv_side side, std::int32_t layer,
+                       std::int32_t slot, std::int64_t from, std::int64_t count, std::uint16_t* out) {
+    const quantized_kv_view pv = base_.pool().view();
+    for_each_piece(id, t, from, count, [&](page_id p, std::int32_t first, std::int32_t c, std::int64_t off) {
+      plan_.deq.push_back(dequantize_job{pv.head_page(side, layer, p, slot),
+                                         out + off * layout_.head_dim, first, c, side});
+    });
+  }
+  /// The staging page of table g, one (layer, slot), as an identity-format head page of
+  /// `residual` tokens (its rows are contiguous: the staging pool is HND).
+  std::byte* staging_head_page(std::size_t g, kv_side side, std::int32_t layer, std::int32_t slot) {
+    return reinterpret_cast<std::byte*>(staging_row(g, side, layer, slot, 0));
+  }
+
+  /**
+   * Runs the plan, in this order: the paged store's copy-on-write copies and the staging copies,
+   * staging fills, quantization (flushes and whole windows), tail fills, dequantization (pages,
+   * then staging rows). Host spaces: the host kernels. Device spaces: the CUDA kernels on the
+   * default stream (job arrays in pinned memory, grown to the largest plan seen), then a sync and
+   * `throw_if_failed` on each call's status.
+   */
+  void execute() {
+    const std::int32_t ps = layout_.page_size, d = layout_.head_dim;
     if constexpr (Space::host_accessible) {
-      const quantized_kv_view pv = base_.pool().view();
-      for_each_head(t, [&](std::int32_t layer, std::int32_t head, std::int32_t slot) {
-        for (kv_side side : {kv_side::key, kv_side::value}) {
-          const std::uint16_t* src = rows(layer, head, slot, side);
-          for_each_piece(id, t, q, count, [&](page_id p, std::int32_t first, std::int32_t c, std::int64_t off) {
-            const quantize_job job{src + off * layout_.head_dim, pv.head_page(side, layer, p, slot),
-                                   first, c, side};
-            quantize_pages_host<Q>(&job, 1, layout_.page_size, layout_.head_dim);
-          });
-        }
-      });
+      base_.apply_pending_copies();
+      if (!plan_.staging_copies.empty()) {
+        copy_pages_host(staging_->view(), plan_.staging_copies.data(),
+                        static_cast<std::int32_t>(plan_.staging_copies.size()));
+      }
+      auto quantize = [&]<class F>(const std::vector<quantize_job>& jobs, std::int32_t pages) {
+        if (!jobs.empty()) quantize_pages_host<F>(jobs.data(), static_cast<std::int32_t>(jobs.size()), pages, d);
+      };
+      quantize.template operator()<identity_quantizer>(plan_.fill, residual);
+      quantize.template operator()<Q>(plan_.quant, ps);
+      quantize.template operator()<identity_quantizer>(plan_.tail, residual);
+      if (!plan_.deq.empty()) {
+        dequantize_pages_host<Q>(plan_.deq.data(), static_cast<std::int32_t>(plan_.deq.size()), ps, d);
+      }
+      if (!plan_.deq_staging.empty()) {
+        dequantize_pages_host<identity_quantizer>(plan_.deq_staging.data(),
+                                                  static_cast<std::int32_t>(plan_.deq_staging.size()),
+                                                  residual, d);
+      }
+    } else {
+      execute_device();
     }
   }
-  /// Dequantizes positions [from, from + count) of table t, one (layer, slot), into rows.
-  void dequantize_range(seq_id id, std::int32_t t, kv_side side, std::int32_t layer,
-                        std::int32_t slot, std::int64_t from, std::int64_t count,
-                        std::uint16_t* out) {
-    if constexpr (Space::host_accessible) {
-      const quantized_kv_view pv = base_.pool().view();
-      for_each_piece(id, t, from, count, [&](page_id p, std::int32_t first, std::int32_t c, std::int64_t off) {
-        const dequantize_job job{pv.head_page(side, layer, p, slot), out + off * layout_.head_dim,
-                                 first, c, side};
-        dequantize_pages_host<Q>(&job, 1, layout_.page_size, layout_.head_dim);
-      });
+
+  void execute_device()
+    requires(!Space::host_accessible)
+  {
+    const std::int32_t ps = layout_.page_size, d = layout_.head_dim;
+    const auto pending = base_.pending_copies();
+    // one pinned block: statuses, copies, jobs (each array 16-byte aligned)
+    auto align = [](std::size_t b) { return (b + 15) / 16 * 16; };
+    const std::size_t n_status = 5;
+    std::size_t bytes = align(n_status * sizeof(quant_status));
+    bytes += align(pending.size() * sizeof(page_copy)) + align(plan_.staging_copies.size() * sizeof(page_copy));
+    for (const auto* j : {&plan_.fill, &plan_.quant, &plan_.tail}) bytes += align(j->size() * sizeof(quantize_job));
+    for (const auto* j : {&plan_.deq, &plan_.deq_staging}) bytes += align(j->size() * sizeof(dequantize_job));
+    if (pinned_.size() < bytes) pinned_ = buffer<std::byte, pinned_host_space>(bytes * 2);
+    std::byte* at = pinned_.data();
+    auto carve = [&](const void* src, std::size_t b) {
+      std::byte* p = at;
+      if (b > 0) std::memcpy(p, src, b);
+      at += align(b);
+      return p;
+    };
+    auto* status = reinterpret_cast<quant_status*>(at);
+    at += align(n_status * sizeof(quant_status));
+    const auto* pc = reinterpret_cast<const page_copy*>(carve(pending.data(), pending.size() * sizeof(page_copy)));
+    const auto* sc = reinterpret_cast<const page_copy*>(
+        carve(plan_.staging_copies.data(), plan_.staging_copies.size() * sizeof(page_copy)));
+    auto jobs = [&](const auto& v) { return reinterpret_cast<const std::remove_cvref_t<decltype(v[0])>*>(
+                                         carve(v.data(), v.size() * sizeof(v[0]))); };
+    const auto* fill = jobs(plan_.fill);
+    const auto* quant = jobs(plan_.quant);
+    const auto* tail = jobs(plan_.tail);
+    const auto* deq = jobs(plan_.deq);
+    const auto* deqs = jobs(plan_.deq_staging);
+    const stream_view s{};
+    auto n = [](const auto& v) { return static_cast<std::int32_t>(v.size()); };
+    if (!pending.empty()) copy_pages_cuda(base_.pool().copy_view(), pc, n(pending), s);
+    base_.clear_pending_copies();
+    if (!plan_.staging_copies.empty()) copy_pages_cuda(staging_->view(), sc, n(plan_.staging_copies), s);
+    if (!plan_.fill.empty()) quantize_pages_cuda<identity_quantizer>(fill, n(plan_.fill), residual, d, status + 0, s);
+    if (!plan_.quant.empty()) quantize_pages_cuda<Q>(quant, n(plan_.quant), ps, d, status + 1, s);
+    if (!plan_.tail.empty()) quantize_pages_cuda<identity_quantizer>(tail, n(plan_.tail), residual, d, status + 2, s);
+    if (!plan_.deq.empty()) dequantize_pages_cuda<Q>(deq, n(plan_.deq), ps, d, status + 3, s);
+    if (!plan_.deq_staging.empty()) {
+      dequantize_pages_cuda<identity_quantizer>(deqs, n(plan_.deq_staging), residual, d, status + 4, s);
+    }
+    synchronize(s);
+    const bool ran[n_status] = {!plan_.fill.empty(), !plan_.quant.empty(), !plan_.tail.empty(),
+                                !plan_.deq.empty(), !plan_.deq_staging.empty()};
+    const char* what[n_status] = {"quantized_kv_store: staging fill", "quantized_kv_store: quantize",
+                                  "quantized_kv_store: staging fill", "quantized_kv_store: dequantize",
+                                  "quantized_kv_store: staging read"};
+    for (std::size_t i = 0; i < n_status; ++i) {
+      if (ran[i]) throw_if_failed(status[i], what[i]);
     }
   }
+
+  struct plan_t {
+    std::vector<page_copy> staging_copies;
+    std::vector<quantize_job> fill, quant, tail;        // fill / tail: identity, page size residual
+    std::vector<dequantize_job> deq, deq_staging;       // deq_staging: identity, page size residual
+    std::vector<page_id> staging_drops;
+    void clear() {
+      staging_copies.clear();
+      fill.clear();
+      quant.clear();
+      tail.clear();
+      deq.clear();
+      deq_staging.clear();
+      staging_drops.clear();
+    }
+  };
 
   kv_layout layout_;
   std::int32_t tables_per_seq_;
@@ -544,6 +661,10 @@ class quantized_kv_store {
   lifo_allocator staging_alloc_;
   std::vector<std::int64_t> q_;     ///< quantized tokens per table
   std::vector<std::int32_t> stg_;   ///< staging page per table, -1 none
+  plan_t plan_;                     ///< the data work of the current call (capacity reused)
+  /// device stores: the job arrays of a call, in pinned memory
+  [[no_unique_address]] std::conditional_t<Space::host_accessible, std::monostate,
+                                           buffer<std::byte, pinned_host_space>> pinned_;
 };
 
 }  // namespace kvcache
