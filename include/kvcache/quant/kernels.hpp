@@ -142,8 +142,8 @@ void quantize_pages_host(const quantize_job* jobs, std::int32_t n, std::int32_t 
  * @throws kvcache::error invalid_argument (page shape, n < 0), not_supported (a format the
  * kernels do not implement, naming it), cuda_error. Job contents are checked by the kernel.
  * @note Needs kvcache::cuda. Implements every kvcache model (KIVI with key groups of 32, 64 or
- * 128 tokens, or 32 channels per token). On an H100, 0.69 (KIVI-2) to 0.95 (int8, fp8) of the
- * device copy bandwidth on batches of 256 MiB and more (docs/quantization.md).
+ * 128 tokens, or 32 channels per token). On an H100, 0.91 (KIVI-4) to 0.97 of the device copy
+ * bandwidth on batches of 256 MiB and more (docs/quantization.md).
  */
 template <formatted_quantizer Q>
 void quantize_pages_cuda(const quantize_job* jobs, std::int32_t n, std::int32_t page_size,
@@ -180,7 +180,7 @@ void dequantize_pages_host(const dequantize_job* jobs, std::int32_t n, std::int3
 /**
  * @brief `dequantize_pages_host`'s contract on the GPU, asynchronous on `s`; `status` (device
  * accessible, or null) records skipped jobs in `bad_job`.
- * @note Needs kvcache::cuda. On an H100, 0.77 (KIVI-2) to 0.94 (identity) of the device copy
+ * @note Needs kvcache::cuda. On an H100, 0.75 (KIVI-2) to 0.94 (identity) of the device copy
  * bandwidth on batches of 256 MiB and more.
  */
 template <formatted_quantizer Q>
