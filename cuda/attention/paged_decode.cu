@@ -1,6 +1,7 @@
 // Paged decode attention kernels: one query token per sequence, GQA, split-KV with a log-sum-exp
-// merge, f16 / bf16 pages or quantized pages (int8, fp8 E4M3, KIVI-2/4 + f16 residual) decoded in
-// shared memory, and the attention-mass output.
+// merge, f16 / bf16 pages or quantized pages (int8, fp8 E4M3, KIVI-2/4 + f16 residual), and the
+// attention-mass output. Quantized pages launch the tensor-core kernel of paged_decode_mma.cuh;
+// the quantized branches of decode_kernel below (shared-memory decode) are no longer launched.
 //
 // One block (128 threads) = one (chunk of tokens, sequence, kv head, group of <= 4 query heads).
 // It walks its chunk in tiles of 32 tokens, pipelined with cp.async (f16 / bf16: double-buffered;
@@ -24,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "attention/paged_decode.cuh"
 
@@ -561,6 +563,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   }
 }
 
+#include "attention/paged_decode_mma.cuh"
+
 /// Split-KV merge: one block per (sequence, query head), a thread per element of the head dim.
 __global__ void __launch_bounds__(128) merge_kernel(const decode_params p, int D) {
   const int b = blockIdx.x;
@@ -610,14 +614,19 @@ __global__ void __launch_bounds__(128) mass_kernel(const decode_params p) {
 
 template <int D, int F>
 cudaError_t launch(const decode_params& p, cudaStream_t stream) {
-  using T = tile_traits<D, F>;
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      decode_kernel<D, F>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::smem_bytes);
-  if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>(p.max_chunks), static_cast<unsigned>(p.batch),
                   static_cast<unsigned>(p.kv_heads * p.subgroups));
-  decode_kernel<D, F><<<grid, kThreads, T::smem_bytes, stream>>>(p);
-  return cudaGetLastError();
+  if constexpr (F >= 2) {  // quantized pages: the tensor-core kernel (paged_decode_mma.cuh)
+    qdecode_kernel<D, F><<<grid, kThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  } else {
+    using T = tile_traits<D, F>;
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        decode_kernel<D, F>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::smem_bytes);
+    if (attr != cudaSuccess) return attr;
+    decode_kernel<D, F><<<grid, kThreads, T::smem_bytes, stream>>>(p);
+    return cudaGetLastError();
+  }
 }
 
 template <int D>

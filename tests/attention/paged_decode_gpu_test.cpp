@@ -265,6 +265,16 @@ TEMPLATE_TEST_CASE("paged_decode_cuda on quantized pages matches the reference o
   run_quant_case<Q>({5, 32, 8, 128, 32, 0, dtype::f16}, {40, 300, 1000, 0, 128}, 64, seed + 1);
   run_quant_case<Q>({2, 8, 2, 64, 64, 0, dtype::bf16}, {700, 33}, 128, seed + 2);
   run_quant_case<Q>({2, 8, 2, 128, 32, 2, dtype::f16}, {130, 0, 64, 257}, 0, seed + 3);
+  // GQA 2 and MHA (padded query-head columns of the tensor-core kernel), split
+  run_quant_case<Q>({2, 4, 2, 128, 32, 0, dtype::f16}, {200, 77}, 64, seed + 4);
+  run_quant_case<Q>({2, 2, 2, 64, 32, 0, dtype::bf16}, {31, 150}, 0, seed + 5);
+  if constexpr (Q::residual == 0) {
+    // per-token formats: vLLM's page size 16 (the benchmark's) and pages that a 16-token tile
+    // straddles (page 24, page 1)
+    run_quant_case<Q>({3, 32, 8, 128, 16, 0, dtype::f16}, {1, 500, 4096}, 0, seed + 6);
+    run_quant_case<Q>({2, 8, 2, 128, 24, 0, dtype::f16}, {100, 333}, 64, seed + 7);
+    run_quant_case<Q>({2, 8, 2, 64, 1, 0, dtype::f16}, {17, 40}, 0, seed + 8);
+  }
 }
 
 TEST_CASE("paged_decode_cuda rejects bad input before launching", "[attention][gpu]") {

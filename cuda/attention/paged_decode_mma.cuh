@@ -1,0 +1,618 @@
+// Quantized pages (int8, fp8 E4M3, KIVI-2/4 + f16 residual) on the tensor cores. Included by
+// paged_decode.cu only, inside its anonymous namespace (uses its helpers).
+//
+// One block (4 warps) per (chunk, sequence, kv head, <= 4 query heads), as the f16 kernel, but
+// every warp owns whole 16-token tiles (pairs of tiles 2u, 2u+1 with u = warp + 4k) with its own
+// online softmax, so the main loop has no block barrier; the warps' (max, sum, output) are merged
+// once at the end. A warp's tile:
+//   scores  S^T[token][head] = K[token][dim] . Q^T[dim][head]: mma.sync m16n8k16 (f16 in, f32
+//           accumulate), the 16 tokens as M, the <= 4 query heads as N (padded to 8), the head
+//           dim as K in D / 16 steps. Lane (g = lane / 4, t = lane % 4) holds the A fragments of
+//           tokens g and g + 8 over dims [t D/4, (t+1) D/4): the dims inside a fragment are
+//           permuted per format (whatever pairs the decoder produces in one instruction) and
+//           the query fragments use the same permutation, so the dot products are unchanged.
+//   softmax per head in the accumulator layout (tokens g, g+8 x heads 2t, 2t+1): max over the
+//           tile by 3 shuffles, running sums kept per lane and reduced at the end.
+//   P V     O^T[dim][head] += V^T[dim][token] . P^T[token][head]: the head dim as M (D / 16
+//           tiles), the tile's tokens as K, heads as N. Lane (g, t) holds V^T fragments of dims
+//           [g D/8, (g+1) D/8) x tokens 2t, 2t+1, 2t+8, 2t+9; P^T comes from the score
+//           accumulators through 4 shuffles.
+// K/V codes go from global memory straight into registers (16-byte loads where the layout
+// allows), the next tile's while the current one is computed; nothing goes through shared memory.
+//
+// Decoding gives exactly the f16 values of dequantize_pages_host:
+//   int8 / fp8: f16(f32(code) * scale) in f32 (the f32 scale rules out f16 arithmetic);
+//   KIVI: host f16(min(min + code * scale, 65504)) with f32 arithmetic (code * scale exact).
+//     When the exact sum min + code * scale fits in 24 bits for every code (checked per group
+//     from the exponents of min and scale) and min + (2^bits - 1) scale <= 65504, the f32 sum is
+//     exact and one f16 fused multiply-add (HFMA2, a single rounding of the exact value) gives
+//     the same f16 bits; the codes become f16 (1024 + code) pairs with one LOP3. Groups outside
+//     that range (a min tiny against the scale or the reverse, the edge of the f16 range) take
+//     the f32 path, decided per warp and tile.
+
+constexpr int kQTile = 16;
+
+__device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned (&a)[4], unsigned b0,
+                                          unsigned b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/// N bytes (2, 4, 8, 16 or 32) at p into words w (zeros when !ok).
+template <int N>
+__device__ __forceinline__ void load_words(const std::byte* p, bool ok, unsigned* w) {
+  if constexpr (N == 32) {
+    uint4 a = make_uint4(0, 0, 0, 0), b = a;
+    if (ok) {
+      a = __ldg(reinterpret_cast<const uint4*>(p));
+      b = __ldg(reinterpret_cast<const uint4*>(p) + 1);
+    }
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+    w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+  } else if constexpr (N == 16) {
+    uint4 a = make_uint4(0, 0, 0, 0);
+    if (ok) a = __ldg(reinterpret_cast<const uint4*>(p));
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+  } else if constexpr (N == 8) {
+    uint2 a = make_uint2(0, 0);
+    if (ok) a = __ldg(reinterpret_cast<const uint2*>(p));
+    w[0] = a.x; w[1] = a.y;
+  } else if constexpr (N == 4) {
+    unsigned a = 0;
+    if (ok) a = __ldg(reinterpret_cast<const unsigned*>(p));
+    w[0] = a;
+  } else {
+    static_assert(N == 2, "load_words: 2, 4, 8, 16 or 32 bytes");
+    unsigned short a = 0;
+    if (ok) a = __ldg(reinterpret_cast<const unsigned short*>(p));
+    w[0] = a;
+  }
+}
+
+template <int D, int F>
+struct qtraits {
+  static constexpr bool kivi = F >= 4;
+  static constexpr int bits = F == 4 ? 2 : (F == 5 ? 4 : 8);
+  static constexpr int KS = D / 16;  // k steps of the scores, m tiles of P V
+  static constexpr int KD = D / 4;   // K dims per lane
+  static constexpr int VD = D / 8;   // V dims per lane
+  static constexpr int kbytes = KD * bits / 8;
+  static constexpr int vbytes = VD * bits / 8;
+  static constexpr int KW = kbytes / 4;
+  static constexpr int VW = vbytes >= 4 ? vbytes / 4 : 1;
+  static constexpr int cpw = 32 / bits;   // codes per 32-bit word
+  static constexpr int half = cpw / 2;    // KIVI: a word's low and high 16 bits pair codes k, k + half
+  static constexpr int code_row = D * bits / 8;
+  /// Lane-relative K dim of the low / high element of pair P (pairs 2 ks and 2 ks + 1 feed
+  /// k step ks). 8-bit: dims 2P, 2P + 1; KIVI: codes k and k + half of word P / half.
+  __device__ static constexpr int pair_lo(int P) {
+    return bits == 8 ? 2 * P : (P / half) * cpw + P % half;
+  }
+  __device__ static constexpr int pair_hi(int P) { return bits == 8 ? 2 * P + 1 : pair_lo(P) + half; }
+};
+
+/// KIVI group {min, scale} (f16 bits, min low) for which one f16 FMA gives the host's bits.
+template <int Bits>
+__device__ __forceinline__ bool kivi_fast_ok(unsigned m) {
+  const unsigned mn = m & 0xFFFFu, sc = m >> 16;
+  if ((mn & 0x7FFFu) == 0 || sc == 0) {
+    // min + code * scale is a single exact term
+  } else {
+    const int emn = max(static_cast<int>((mn >> 10) & 31u), 1);
+    const int esc = max(static_cast<int>((sc >> 10) & 31u), 1);
+    const int d = emn - esc;
+    if (d > 12 || -d > (Bits == 2 ? 10 : 8)) return false;
+  }
+  const float top = __half2float(__ushort_as_half(static_cast<unsigned short>(mn))) +
+                    static_cast<float>((1 << Bits) - 1) *
+                        __half2float(__ushort_as_half(static_cast<unsigned short>(sc)));
+  return top <= 65504.0f;
+}
+
+/// f16 pair (1024 + c_lo, 1024 + c_hi) of the codes at bits [s, s + bits) and [16 + s, ...) of w.
+template <int Bits>
+__device__ __forceinline__ unsigned code_pair(unsigned w, int s) {
+  constexpr unsigned mask = ((1u << Bits) - 1u) * 0x00010001u;
+  unsigned r;
+  const unsigned x = w >> s;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(x), "r"(mask), "r"(0x64006400u));
+  return r;  // (x & mask) | magic
+}
+
+/// KIVI decode of a code pair (see code_pair) with f16x2 {scale} and {min}.
+template <bool Fast>
+__device__ __forceinline__ unsigned kivi_pair(unsigned codes, unsigned scale2, unsigned min2) {
+  if constexpr (Fast) {
+    const __half2 c = __hsub2(*reinterpret_cast<const __half2*>(&codes),
+                              __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)));
+    const __half2 r = __hfma2(c, *reinterpret_cast<const __half2*>(&scale2),
+                              *reinterpret_cast<const __half2*>(&min2));
+    return *reinterpret_cast<const unsigned*>(&r);
+  } else {
+    const float2 c = __half22float2(*reinterpret_cast<const __half2*>(&codes));
+    const float2 s = __half22float2(*reinterpret_cast<const __half2*>(&scale2));
+    const float2 m = __half22float2(*reinterpret_cast<const __half2*>(&min2));
+    const float lo = fminf(__fmaf_rn(c.x - 1024.0f, s.x, m.x), 65504.0f);
+    const float hi = fminf(__fmaf_rn(c.y - 1024.0f, s.y, m.y), 65504.0f);
+    return pack_f16x2(lo, hi);
+  }
+}
+
+/// 8-bit decode of bytes 2j, 2j + 1 of w with the f32 scale s: f16 bits of the two values.
+template <int F>
+__device__ __forceinline__ float2 byte_pair(unsigned w, int j, float s) {
+  float2 v;
+  if constexpr (F == 3) {
+    const __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2(
+        static_cast<__nv_fp8x2_storage_t>((w >> (16 * j)) & 0xFFFFu), __NV_E4M3);
+    v = __half22float2(*reinterpret_cast<const __half2*>(&hr));
+  } else {
+    const unsigned x = w ^ 0x80808080u;  // code + 128, unsigned
+    v.x = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7540u + 2 * j)) - 8388736.0f;
+    v.y = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7540u + 2 * j + 1)) - 8388736.0f;
+  }
+  v.x = __fmul_rn(v.x, s);
+  v.y = __fmul_rn(v.y, s);
+  return v;
+}
+
+template <int D, int F>
+struct qraw;
+template <int D, int F>
+  requires(F == 2 || F == 3)
+struct qraw<D, F> {
+  using T = qtraits<D, F>;
+  unsigned k[2][T::KW];
+  float ks[2];
+  unsigned v[4][T::VW];
+  float vs[4];
+};
+template <int D, int F>
+  requires(F == 4 || F == 5)
+struct qraw<D, F> {
+  using T = qtraits<D, F>;
+  unsigned k[2][T::KW];
+  unsigned v[4][T::VW];
+  unsigned vm[4];
+};
+
+template <int D, int F>
+__global__ void __launch_bounds__(kThreads, 3) qdecode_kernel(const decode_params p) {
+  using T = qtraits<D, F>;
+  constexpr int KS = T::KS;
+  __shared__ __align__(16) float red_o[kThreads / 32][kMaxSub][D];
+  __shared__ float red_m[kThreads / 32][kMaxSub];
+  __shared__ float red_l[kThreads / 32][kMaxSub];
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int chunk = blockIdx.x;
+  const int b = blockIdx.y;
+  const int h = blockIdx.z / p.subgroups;
+  const int qh0 = h * p.group + (blockIdx.z % p.subgroups) * p.sub;
+  const int sub = p.sub;
+  const int table = h * p.table_head_stride + b;
+  const int head_in_page = p.table_head_stride == 0 ? h : 0;
+  const int pg0 = p.indptr[table];
+  const int npages = p.indptr[table + 1] - pg0;
+  const int L = npages <= 0 ? 0 : (npages - 1) * p.page_size + p.last_page_len[table];
+  const int start = chunk * p.chunk_tokens;
+  const bool qbf = p.q_bf16 != 0;
+  const std::int64_t row0 = static_cast<std::int64_t>(b) * p.qo_heads + qh0;
+
+  if (start >= L) {
+    if (!p.split && chunk == 0) {  // empty table: zeros, lse -inf
+      for (int i = tid; i < sub * D; i += kThreads) store_o(p.out, row0 * D + i, 0.0f, qbf);
+      if (tid < sub) {
+        if (p.lse_out != nullptr) p.lse_out[row0 + tid] = -INFINITY;
+        p.final_lse[row0 + tid] = -INFINITY;
+      }
+    }
+    return;
+  }
+  const int end = chunk == p.max_chunks - 1 ? L : min(L, start + p.chunk_tokens);
+  const int qtok = T::kivi && p.quantized_tokens != nullptr ? p.quantized_tokens[table] : L;
+
+  // ---- query fragments (B of the scores): lane (g, t) holds head g, dims of its K fragments.
+  // f16 queries are used as they are; bf16 ones are scaled by a power of two into f16 range.
+  unsigned qf[KS][2];
+  float hf0, hf1;  // score factor (scale_log2 * 2^e) of heads 2t, 2t + 1
+  {
+    const bool hv = g < sub;
+    const std::int64_t qbase = (row0 + (hv ? g : 0)) * D + t * T::KD;
+    float amax = 0.0f;
+    if (qbf && hv) {
+      for (int d = 0; d < T::KD; ++d) amax = fmaxf(amax, fabsf(load_q(p.q, qbase + d, true)));
+    }
+    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
+    int e = 0;
+    if (amax > 16384.0f) e = ilogbf(amax) - 14;
+    const float down = exp2f(static_cast<float>(-e));
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int P = 2 * ks + j;
+        float lo = 0.0f, hi = 0.0f;
+        if (hv) {
+          lo = load_q(p.q, qbase + T::pair_lo(P), qbf) * down;
+          hi = load_q(p.q, qbase + T::pair_hi(P), qbf) * down;
+        }
+        qf[ks][j] = pack_f16x2(lo, hi);
+      }
+    }
+    const float f = p.scale_log2 * exp2f(static_cast<float>(e));
+    hf0 = __shfl_sync(0xFFFFFFFFu, f, (2 * t) * 4);
+    hf1 = __shfl_sync(0xFFFFFFFFu, f, (2 * t + 1) * 4);
+  }
+
+  float o[KS][4];
+#pragma unroll
+  for (int i = 0; i < KS; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+  // ---- one tile: decK(ks, a) / decV(i, a) give the A fragments -----------------------------
+  auto process = [&](int t0, int nvalid, auto&& decK, auto&& decV) {
+    float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      unsigned a[4];
+      decK(ks, a);
+      if (ks & 1) {
+        mma_16816(c1, a, qf[ks][0], qf[ks][1]);
+      } else {
+        mma_16816(c0, a, qf[ks][0], qf[ks][1]);
+      }
+    }
+    float s0 = (c0[0] + c1[0]) * hf0, s1 = (c0[1] + c1[1]) * hf1;
+    float s2 = (c0[2] + c1[2]) * hf0, s3 = (c0[3] + c1[3]) * hf1;
+    if (g >= nvalid) s0 = s1 = -INFINITY;
+    if (g + 8 >= nvalid) s2 = s3 = -INFINITY;
+    if (p.scores != nullptr) {
+      const int ta = t0 + g, tb = t0 + g + 8;
+      const std::int64_t ra = (row0 + 2 * t) * p.score_stride, rb = ra + p.score_stride;
+      if (2 * t < sub) {
+        if (g < nvalid && ta < p.score_stride) p.scores[ra + ta] = s0;
+        if (g + 8 < nvalid && tb < p.score_stride) p.scores[ra + tb] = s2;
+      }
+      if (2 * t + 1 < sub) {
+        if (g < nvalid && ta < p.score_stride) p.scores[rb + ta] = s1;
+        if (g + 8 < nvalid && tb < p.score_stride) p.scores[rb + tb] = s3;
+      }
+    }
+    float x0 = fmaxf(s0, s2), x1 = fmaxf(s1, s3);
+#pragma unroll
+    for (int msk = 4; msk <= 16; msk <<= 1) {
+      x0 = fmaxf(x0, __shfl_xor_sync(0xFFFFFFFFu, x0, msk));
+      x1 = fmaxf(x1, __shfl_xor_sync(0xFFFFFFFFu, x1, msk));
+    }
+    const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+    if (__any_sync(0xFFFFFFFFu, n0 > m0 || n1 > m1)) {
+      const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
+      l0 *= a0;
+      l1 *= a1;
+#pragma unroll
+      for (int i = 0; i < KS; ++i) {
+        o[i][0] *= a0;
+        o[i][1] *= a1;
+        o[i][2] *= a0;
+        o[i][3] *= a1;
+      }
+      m0 = n0;
+      m1 = n1;
+    }
+    const float p0 = exp2f(s0 - m0), p1 = exp2f(s1 - m1);
+    const float p2 = exp2f(s2 - m0), p3 = exp2f(s3 - m1);
+    l0 += p0 + p2;
+    l1 += p1 + p3;
+    // P^T fragment of lane (g, t): P[token 2t, 2t+1, 2t+8, 2t+9][head g], from lanes
+    // (2t, g/2) and (2t+1, g/2), which hold those tokens for heads 2(g/2), 2(g/2)+1
+    const unsigned ulo = pack_f16x2(p0, p1), uhi = pack_f16x2(p2, p3);
+    const int la = (2 * t) * 4 + (g >> 1), lb = la + 4;
+    const unsigned xa = __shfl_sync(0xFFFFFFFFu, ulo, la), xb = __shfl_sync(0xFFFFFFFFu, ulo, lb);
+    const unsigned ya = __shfl_sync(0xFFFFFFFFu, uhi, la), yb = __shfl_sync(0xFFFFFFFFu, uhi, lb);
+    const unsigned sel = (g & 1) ? 0x7632u : 0x5410u;
+    const unsigned b0 = __byte_perm(xa, xb, sel), b1 = __byte_perm(ya, yb, sel);
+#pragma unroll
+    for (int i = 0; i < KS; ++i) {
+      unsigned a[4];
+      decV(i, a);
+      mma_16816(o[i], a, b0, b1);
+    }
+  };
+
+  // ---- quantized tiles --------------------------------------------------------------------------
+  const int qend = min(end, qtok);
+  const int nqt = qend > start ? (qend - start + kQTile - 1) / kQTile : 0;
+  const std::byte* layer_base = p.qdata + p.layer * p.q_layer_stride + head_in_page * p.q_head_page_bytes;
+  const bool one_page = p.page_size % kQTile == 0;
+  // head page (K side) of token tok and its position; ok cleared for a page outside the pool
+  auto page_of = [&](int tok, bool& ok, int& pos) -> const std::byte* {
+    int page = 0;
+    if (ok) page = p.indices[pg0 + tok / p.page_size];
+    ok = ok && page >= 0 && page < p.q_num_pages;
+    pos = tok % p.page_size;
+    return layer_base + static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes;
+  };
+
+  auto load = [&](qraw<D, F>& r, int t0) {
+    const int nvalid = min(kQTile, qend - t0);
+    // tokens of this lane: K rows g, g + 8; V rows 2t, 2t + 1, 2t + 8, 2t + 9
+    const std::byte* base = nullptr;
+    int pos0 = 0;
+    bool page_ok = true;
+    if (one_page) base = page_of(t0, page_ok, pos0);
+    auto tok_base = [&](int rr, bool& ok, int& pos) -> const std::byte* {
+      ok = ok && rr < nvalid;
+      if (one_page) {
+        ok = ok && page_ok;
+        pos = pos0 + rr;
+        return base;
+      }
+      return page_of(t0 + rr, ok, pos);
+    };
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      bool ok = true;
+      int pos;
+      const std::byte* hp = tok_base(g + 8 * j, ok, pos);
+      load_words<T::kbytes>(hp + static_cast<std::int64_t>(pos) * T::code_row + t * T::kbytes, ok,
+                            r.k[j]);
+      if constexpr (!T::kivi) {
+        r.ks[j] = ok ? __ldg(reinterpret_cast<const float*>(hp + p.q_key_meta_offset) + pos) : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      bool ok = true;
+      int pos;
+      const std::byte* hp = tok_base(2 * t + (j & 1) + 8 * (j >> 1), ok, pos) + p.q_v_offset;
+      load_words<(T::vbytes < 2 ? 2 : T::vbytes)>(
+          hp + static_cast<std::int64_t>(pos) * T::code_row + g * T::vbytes, ok, r.v[j]);
+      if constexpr (!T::kivi) {
+        r.vs[j] = ok ? __ldg(reinterpret_cast<const float*>(hp + p.q_value_meta_offset) + pos) : 0.0f;
+      } else {
+        r.vm[j] = ok ? __ldg(reinterpret_cast<const unsigned*>(hp + p.q_value_meta_offset) +
+                             pos * (D / 32) + (g * T::VD) / 32)
+                     : 0u;
+      }
+    }
+  };
+
+  // KIVI keys: per-channel {min, scale} pairs of the current key group, as f16x2 per pair
+  [[maybe_unused]] unsigned kmin2[T::kivi ? T::KD / 2 : 1], ksc2[T::kivi ? T::KD / 2 : 1];
+  [[maybe_unused]] int kgroup = -1;
+  [[maybe_unused]] bool kfast = false;
+
+  auto consume = [&](const qraw<D, F>& r, int t0) {
+    const int nvalid = min(kQTile, qend - t0);
+    if constexpr (!T::kivi) {
+      auto decK = [&](int ks, unsigned (&a)[4]) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {  // token g + 8 j: word ks = dims 4 ks .. 4 ks + 3
+          const float2 lo = byte_pair<F>(r.k[j][ks], 0, r.ks[j]);
+          const float2 hi = byte_pair<F>(r.k[j][ks], 1, r.ks[j]);
+          a[j] = pack_f16x2(lo.x, lo.y);
+          a[2 + j] = pack_f16x2(hi.x, hi.y);
+        }
+      };
+      auto decV = [&](int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const float2 x = byte_pair<F>(r.v[2 * j][i / 2], i & 1, r.vs[2 * j]);
+          const float2 y = byte_pair<F>(r.v[2 * j + 1][i / 2], i & 1, r.vs[2 * j + 1]);
+          a[2 * j] = pack_f16x2(x.x, y.x);
+          a[2 * j + 1] = pack_f16x2(x.y, y.y);
+        }
+      };
+      process(t0, nvalid, decK, decV);
+    } else {
+      // key group metadata (once per group and warp)
+      const int grp = t0 / p.key_group;
+      if (grp != kgroup) {
+        kgroup = grp;
+        bool ok = true;
+        int pos;
+        const std::byte* hp = page_of(t0, ok, pos);
+        const std::byte* mp = hp + p.q_key_meta_offset +
+                              (static_cast<std::int64_t>(pos / p.key_group) * D + t * T::KD) * 4;
+        unsigned km[T::KD];
+#pragma unroll
+        for (int c = 0; c < T::KD / 4; ++c) load_words<16>(mp + 16 * c, ok, km + 4 * c);
+        bool fast = true;
+#pragma unroll
+        for (int P = 0; P < T::KD / 2; ++P) {
+          const unsigned lo = km[T::pair_lo(P)], hi = km[T::pair_hi(P)];
+          kmin2[P] = __byte_perm(lo, hi, 0x5410u);
+          ksc2[P] = __byte_perm(lo, hi, 0x7632u);
+          fast = fast && kivi_fast_ok<T::bits>(lo) && kivi_fast_ok<T::bits>(hi);
+        }
+        kfast = __all_sync(0xFFFFFFFFu, fast);
+      }
+      bool vfast = true;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) vfast = vfast && kivi_fast_ok<T::bits>(r.vm[j]);
+      vfast = __all_sync(0xFFFFFFFFu, vfast);
+      // V: {scale}, {min} of token pairs (2t, 2t+1) and (2t+8, 2t+9)
+      const unsigned vmin2[2] = {__byte_perm(r.vm[0], r.vm[1], 0x5410u),
+                                 __byte_perm(r.vm[2], r.vm[3], 0x5410u)};
+      const unsigned vsc2[2] = {__byte_perm(r.vm[0], r.vm[1], 0x7632u),
+                                __byte_perm(r.vm[2], r.vm[3], 0x7632u)};
+      auto run = [&](auto kf, auto vf) {
+        constexpr bool KF = decltype(kf)::value;
+        constexpr bool VF = decltype(vf)::value;
+        auto decK = [&](int ks, unsigned (&a)[4]) {
+#pragma unroll
+          for (int jj = 0; jj < 2; ++jj) {
+            const int P = 2 * ks + jj;
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              const unsigned c = code_pair<T::bits>(r.k[j][P / T::half], T::bits * (P % T::half));
+              a[2 * jj + j] = kivi_pair<KF>(c, ksc2[P], kmin2[P]);
+            }
+          }
+        };
+        auto decV = [&](int i, unsigned (&a)[4]) {
+          const int d = 2 * i;  // dims 2i, 2i + 1 share word and half
+          const int wi = d / T::cpw;
+          const unsigned sel = ((d % T::cpw) / T::half) ? 0x7632u : 0x5410u;
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {  // token pairs (2t, 2t+1), (2t+8, 2t+9)
+            const unsigned comb = __byte_perm(r.v[2 * j][wi], r.v[2 * j + 1][wi], sel);
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const unsigned c = code_pair<T::bits>(comb, T::bits * ((d + e) % T::half));
+              a[2 * j + e] = kivi_pair<VF>(c, vsc2[j], vmin2[j]);
+            }
+          }
+        };
+        process(t0, nvalid, decK, decV);
+      };
+      using yes = std::true_type;
+      using no = std::false_type;
+      if (kfast && vfast) {
+        run(yes{}, yes{});
+      } else {
+        run(no{}, no{});
+      }
+    }
+  };
+
+  {
+    auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
+    qraw<D, F> ra, rb;
+    int j = 0;
+    int ti = tile_of(0);
+    if (ti < nqt) load(ra, start + kQTile * ti);
+    while (ti < nqt) {
+      int tn = tile_of(j + 1);
+      if (tn < nqt) load(rb, start + kQTile * tn);
+      consume(ra, start + kQTile * ti);
+      ++j;
+      ti = tn;
+      if (ti >= nqt) break;
+      tn = tile_of(j + 1);
+      if (tn < nqt) load(ra, start + kQTile * tn);
+      consume(rb, start + kQTile * ti);
+      ++j;
+      ti = tn;
+    }
+  }
+
+  // ---- KIVI residual window: f16 rows of the staging page ----------------------------------------
+  if constexpr (T::kivi) {
+    const int rs = max(start, qtok);
+    const int nrt = end > rs ? (end - rs + kQTile - 1) / kQTile : 0;
+    const int spage = nrt > 0 ? p.staging_page[table] : 0;
+    const bool sok = spage >= 0 && spage < p.staging.num_pages;
+    for (int ti = warp; ti < nrt; ti += kThreads / 32) {
+      const int t0 = rs + kQTile * ti;
+      const int nvalid = min(kQTile, end - t0);
+      unsigned kw[2][T::KD / 2];
+      unsigned vw[4][T::VD / 2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int rr = g + 8 * j;
+        const bool ok = sok && rr < nvalid;
+        const std::int64_t off =
+            ok ? p.staging.k_row_offset(p.layer, spage, t0 + rr - qtok, head_in_page) : 0;
+#pragma unroll
+        for (int c = 0; c < T::KD / 8; ++c) {
+          load_words<16>(p.staging.data + off + t * T::KD * 2 + 16 * c, ok, kw[j] + 4 * c);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int rr = 2 * t + (j & 1) + 8 * (j >> 1);
+        const bool ok = sok && rr < nvalid;
+        const std::int64_t off =
+            ok ? p.staging.k_row_offset(p.layer, spage, t0 + rr - qtok, head_in_page) +
+                     p.staging.v_offset_bytes
+               : 0;
+#pragma unroll
+        for (int c = 0; c < T::VD / 8; ++c) {
+          load_words<16>(p.staging.data + off + g * T::VD * 2 + 16 * c, ok, vw[j] + 4 * c);
+        }
+      }
+      auto decK = [&](int ks, unsigned (&a)[4]) {
+#pragma unroll
+        for (int jj = 0; jj < 2; ++jj) {
+          const int P = 2 * ks + jj;
+          const int lo = T::pair_lo(P), hi = T::pair_hi(P);
+          const unsigned sel = (lo & 1) ? 0x7632u : 0x5410u;
+#pragma unroll
+          for (int j = 0; j < 2; ++j) a[2 * jj + j] = __byte_perm(kw[j][lo / 2], kw[j][hi / 2], sel);
+        }
+      };
+      auto decV = [&](int i, unsigned (&a)[4]) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          a[2 * j] = __byte_perm(vw[2 * j][i], vw[2 * j + 1][i], 0x5410u);
+          a[2 * j + 1] = __byte_perm(vw[2 * j][i], vw[2 * j + 1][i], 0x7632u);
+        }
+      };
+      process(t0, nvalid, decK, decV);
+    }
+  }
+
+  // ---- merge of the warps ------------------------------------------------------------------------
+#pragma unroll
+  for (int msk = 4; msk <= 16; msk <<= 1) {
+    l0 += __shfl_xor_sync(0xFFFFFFFFu, l0, msk);
+    l1 += __shfl_xor_sync(0xFFFFFFFFu, l1, msk);
+  }
+  if (t < 2) {
+    if (g == 0) {
+      red_m[warp][2 * t] = m0;
+      red_m[warp][2 * t + 1] = m1;
+      red_l[warp][2 * t] = l0;
+      red_l[warp][2 * t + 1] = l1;
+    }
+#pragma unroll
+    for (int i = 0; i < KS; ++i) {
+      const int d = g * T::VD + 2 * i;
+      red_o[warp][2 * t][d] = o[i][0];
+      red_o[warp][2 * t + 1][d] = o[i][1];
+      red_o[warp][2 * t][d + 1] = o[i][2];
+      red_o[warp][2 * t + 1][d + 1] = o[i][3];
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < sub * D; idx += kThreads) {
+    const int hh = idx / D;
+    const int d = idx % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) M = fmaxf(M, red_m[w][hh]);
+    float Ls = 0.0f, O = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) {
+      const float wt = exp2f(red_m[w][hh] - M);
+      Ls += wt * red_l[w][hh];
+      O += wt * red_o[w][hh][d];
+    }
+    const float ov = O / Ls;
+    if (p.split) {
+      p.part_o[((static_cast<std::int64_t>(chunk) * p.batch * p.qo_heads) + row0 + hh) * D + d] = ov;
+    } else {
+      store_o(p.out, (row0 + hh) * D + d, ov, qbf);
+    }
+    if (d == 0) {
+      const float lse2 = M + __log2f(Ls);
+      if (p.split) {
+        p.part_lse[(static_cast<std::int64_t>(chunk) * p.batch * p.qo_heads) + row0 + hh] = lse2;
+      } else {
+        p.final_lse[row0 + hh] = lse2;
+        if (p.lse_out != nullptr) p.lse_out[row0 + hh] = lse2 * 0.69314718055994531f;
+      }
+    }
+  }
+}
