@@ -108,9 +108,11 @@ class evictor {
             head_out_[static_cast<std::size_t>(h)] = std::min(b, len);
             given += head_out_[static_cast<std::size_t>(h)];
           }
-          for (std::int32_t h = 0; given < layer_total && h < heads_; h = (h + 1) % heads_) {
-            if (head_out_[static_cast<std::size_t>(h)] < len) ++head_out_[static_cast<std::size_t>(h)], ++given;
-            if (h == heads_ - 1 && given < layer_total) continue;
+          // the units floor() left: one each, round robin, to heads below their cap (the caps sum
+          // to at least layer_total, so this ends within layer_total - given rounds)
+          for (std::int64_t round = 0; given < layer_total && round <= layer_total; ++round) {
+            const auto h = static_cast<std::size_t>(round % heads_);
+            if (head_out_[h] < len) ++head_out_[h], ++given;
           }
         } else {
           uniform_.head_budgets(layer_total, sizes_, {}, head_out_);

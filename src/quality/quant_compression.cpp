@@ -109,11 +109,11 @@ class quant_compression final : public compression {
                                                        std::int64_t) const override {
     try {
       Q::validate(kHarnessPage, head.head_dim);
+      return std::make_unique<quant_head<Q>>(head);
     } catch (const error& e) {
-      throw error(e.code(), fmt::format("'{}' on layer {} (head_dim {}): {}", spec_, head.layer,
-                                        head.head_dim, e.what()));
+      throw error(e.code(), fmt::format("'{}' on layer {}, kv head {} (head_dim {}): {}", spec_,
+                                        head.layer, head.kv_head, head.head_dim, e.what()));
     }
-    return std::make_unique<quant_head<Q>>(head);
   }
 
  private:

@@ -26,23 +26,25 @@ namespace {
 
 using namespace kvcache;
 
-template <class Q, class G>
+template <class Q, class G, std::int32_t Page = 32>
 struct config {
   using quantizer = Q;
   using geometry = G;
+  static constexpr std::int32_t page = Page;
 };
 
 using store_configs =
     std::tuple<config<identity_quantizer, span_layers>, config<int8_quantizer, span_layers>,
                config<fp8_e4m3_quantizer, per_head>, config<kivi2, span_layers>,
                config<kivi2, per_head>, config<kivi2, per_layer>, config<kivi4, span_layers>,
-               config<kivi2_token_keys, span_layers>, config<int8_quantizer, per_head>>;
+               config<kivi2_token_keys, span_layers>, config<int8_quantizer, per_head>,
+               config<kivi2, per_head, 64>, config<kivi4, span_layers, 256>>;
 
 constexpr std::int32_t kLayers = 2, kHeads = 2, kDim = 32, kPage = 32;
 
-kv_layout test_layout() {
+kv_layout test_layout(std::int32_t page = kPage) {
   return kv_layout{.layers = kLayers, .kv_heads = kHeads, .q_heads = kHeads * 2, .head_dim = kDim,
-                   .page_size = kPage, .order = kv_order::nhd, .type = dtype::f16};
+                   .page_size = page, .order = kv_order::nhd, .type = dtype::f16};
 }
 
 using rows_t = std::vector<std::uint16_t>;
@@ -143,8 +145,9 @@ TEMPLATE_LIST_TEST_CASE("quantized store: shadow model over appends, forks, trun
   using store_t = quantized_kv_store<host_space, G, Q>;
   std::mt19937_64 rng(kvtest::seed() ^ std::hash<std::string_view>{}(Q::name));
   quantized_store_config cfg;
-  cfg.layout = test_layout();
-  cfg.num_pages = 160 * (std::is_same_v<G, span_layers> ? 1 : G::tables_per_sequence(cfg.layout));
+  cfg.layout = test_layout(TestType::page);
+  cfg.num_pages = 160 * kPage / TestType::page *
+                  (std::is_same_v<G, span_layers> ? 1 : G::tables_per_sequence(cfg.layout));
   cfg.max_sequences = 8;
   cfg.staging_pages = 5 * G::tables_per_sequence(cfg.layout);  // can run short: exercises failure
   store_t store(cfg);
@@ -240,14 +243,14 @@ TEMPLATE_LIST_TEST_CASE("quantized store: shadow model over appends, forks, trun
     } else if (kind == 7) {  // truncate: usually a short rollback, sometimes deep
       const std::int64_t cut = rng() % 4 == 0 ? static_cast<std::int64_t>(rng() % (s.len + 1))
                                               : std::max<std::int64_t>(0, s.len - static_cast<std::int64_t>(rng() % 8));
-      try {
-        store.truncate(id, cut);
-        s.truncate(cut);
-      } catch (const kvcache::error& e) {
-        REQUIRE(e.code() == errc::out_of_memory);  // no staging page for the rollback
+      const auto before = store.stats();
+      if (!store.try_truncate(id, cut)) {  // no staging page for the rollback: nothing changed
+        REQUIRE(store.stats().staging_used == before.staging_used);
+        REQUIRE(store.length(id) == s.len);
         check(id, s);
         continue;
       }
+      s.truncate(cut);
     } else if (kind == 8) {  // release
       store.release(id);
       live.erase(it);
@@ -310,9 +313,25 @@ TEST_CASE("quantized store: rejects what it cannot store, naming the value", "[q
   quantized_kv_store<host_space, span_layers, kivi2> store(cfg);
   const seq_id id = store.create();
   rows_t k(kLayers * kHeads * 128 * kDim, kvtest::float_to_f16(1.0f)), v = k;
-  k[5] = 0x7e00;  // NaN
+  REQUIRE(store.try_append(id, 3, k.data(), v.data()));
+  // NaN / Inf and misaligned rows are rejected before anything changes, naming the value
+  k[kDim * 128 + 7] = 0x7e00;  // layer 0, head 1, row 0, channel 7
   KVTEST_REQUIRE_ERROR(store.try_append(id, 128, k.data(), v.data()), errc::invalid_argument,
-                       "NaN");
+                       "layer 0, kv head 1, position 3 (row 0 of this append), channel 7 is NaN");
+  k[kDim * 128 + 7] = kvtest::float_to_f16(1.0f);
+  v[kDim + 7] = 0x7c00;  // one token: layer 0, head 1's value row, channel 7
+  KVTEST_REQUIRE_ERROR(store.try_append(id, 1, k.data(), v.data()), errc::invalid_argument,
+                       "value input, layer 0, kv head 1, position 3 (row 0 of this append), channel 7 is Inf");
+  v[kDim + 7] = kvtest::float_to_f16(1.0f);
+  KVTEST_REQUIRE_ERROR(store.try_append(id, 1, k.data() + 1, v.data()), errc::invalid_argument,
+                       "16-byte aligned");
+  CHECK(store.length(id) == 3);
+  CHECK(store.stats().staging_used == 1);
+  store.check_sequence(id);
+  store.release(id);
+  store.check_invariants();
+  CHECK(store.stats().staging_used == 0);
+  CHECK(store.stats().pages.pages_used == 0);
 }
 
 TEMPLATE_LIST_TEST_CASE("quantized store: forks never write into shared pages or staging",

@@ -44,17 +44,21 @@
  * the asynchronous per-step batch across sequences comes with the `kv_cache` facade).
  * `try_reserve` does the bookkeeping without data (simulators).
  *
- * Complexity: `try_append` O(tables x (pages touched + 1)) bookkeeping plus O(n x layers x
- * kv_heads x head_dim) data; `fork`, `release`, `truncate` as `paged_kv_store` plus the staging
- * pages. Nothing allocates memory on the per-step path (staging pages come from a fixed pool).
+ * Complexity: `try_append` O(tables x table pages) bookkeeping plus O(n x layers x kv_heads x
+ * head_dim) data; `read` and `truncate` O(tables x table pages) plus their data; `fork`,
+ * `release` as `paged_kv_store` plus the staging pages. Staging pages come from a fixed pool; the
+ * job vectors (and a device store's pinned job arrays) grow to the largest call seen and are
+ * reused, so after warm-up the per-step path allocates nothing.
  * Thread-safety: none; one scheduler thread owns the store.
  */
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <type_traits>
 #include <variant>
@@ -78,7 +82,9 @@ struct quantized_store_config {
   std::int32_t num_pages = 0;         ///< quantized pages in the pool
   std::int32_t max_sequences = 1024;  ///< live sequences at once
   /// Staging pages (f16, `Q::residual` tokens each) for the residual windows; -1: one per table
-  /// of every sequence slot (never short). Ignored when Q has no window.
+  /// of every sequence slot (never short, but costly: `residual` f16 tokens per sequence slot,
+  /// 16 MiB per slot at Llama-3-8B shapes for KIVI; size it for the sequences expected to be
+  /// live, as kvcache-sim does). Ignored when Q has no window.
   std::int32_t staging_pages = -1;
 };
 
@@ -115,7 +121,16 @@ class quantized_kv_store {
         staging_alloc_(staging_count(c)),
         q_(static_cast<std::size_t>(c.max_sequences) * static_cast<std::size_t>(tables_per_seq_), 0),
         stg_(q_.size(), -1) {
+    if constexpr (!Space::host_accessible) {
+      // the CUDA kernels implement this format (else not_supported, naming it, now rather than at
+      // the first flush)
+      quantize_pages_cuda<Q>(nullptr, 0, c.layout.page_size, c.layout.head_dim, nullptr, stream_view{});
+    }
     if constexpr (residual > 0) {
+      KVCACHE_EXPECTS(std::has_single_bit(static_cast<unsigned>(residual)), errc::invalid_argument,
+                      "quantized_kv_store: {}'s residual window of {} tokens is not a power of two "
+                      "(staging pages are pages of `residual` tokens)",
+                      Q::name, residual);
       kv_layout s = c.layout;
       s.page_size = residual;
       s.order = kv_order::hnd;
@@ -125,6 +140,8 @@ class quantized_kv_store {
 
   quantized_kv_store(const quantized_kv_store&) = delete;
   quantized_kv_store& operator=(const quantized_kv_store&) = delete;
+  quantized_kv_store(quantized_kv_store&&) noexcept = default;
+  quantized_kv_store& operator=(quantized_kv_store&&) noexcept = default;
 
   // ---- sequences ---------------------------------------------------------------------------
   [[nodiscard]] std::optional<seq_id> try_create() noexcept { return base_.try_create(); }
@@ -168,19 +185,32 @@ class quantized_kv_store {
    * @param k, v f16 bits `[layers][kv_heads][n][head_dim]`, 16-byte aligned: host memory for a
    * host-accessible store, device (or pinned) memory for a `cuda_space` store.
    * @return the new length.
-   * @throws kvcache::error unknown_id; invalid_argument for null rows, or a NaN / Inf input
-   * (naming token and channel; rows before it in this call may have been written to staging,
-   * the sequence's length is already the new one: release it).
+   * @throws kvcache::error unknown_id; invalid_argument for null or misaligned rows, or (host
+   * stores) a NaN / Inf input, naming the sequence, layer, head, position and channel: checked
+   * before anything changes. A device store cannot scan its input without a sync: its kernels
+   * quantize non-finite input as the quantizer documents (never spreading it) and the call
+   * throws invalid_argument after the append is committed (the sequence holds the new tokens).
+   * The identity quantizer stores NaN / Inf as they are.
    */
   std::optional<std::int64_t> try_append(seq_id id, std::int64_t n, const std::uint16_t* k,
                                          const std::uint16_t* v) {
     KVCACHE_EXPECTS(n == 0 || (k != nullptr && v != nullptr), errc::invalid_argument,
                     "quantized_kv_store: try_append of {} tokens with null rows", n);
+    KVCACHE_EXPECTS(n == 0 || (reinterpret_cast<std::uintptr_t>(k) % 16 == 0 &&
+                               reinterpret_cast<std::uintptr_t>(v) % 16 == 0),
+                    errc::invalid_argument,
+                    "quantized_kv_store: try_append rows k {} and v {} must be 16-byte aligned",
+                    static_cast<const void*>(k), static_cast<const void*>(v));
+    if constexpr (Space::host_accessible && !std::is_same_v<Q, identity_quantizer>) {
+      if (n > 0) check_finite(id, n, k, v);
+    }
     return append_impl(id, n, k, v, true);
   }
   /// @brief `try_append`'s bookkeeping without data (see the file comment).
   std::optional<std::int64_t> try_reserve(seq_id id, std::int64_t n) {
-    return append_impl(id, n, nullptr, nullptr, false);
+    auto r = append_impl(id, n, nullptr, nullptr, false);
+    base_.clear_pending_copies();  // no data: the copies have nothing to copy
+    return r;
   }
   /// @brief Whether `try_append(id, n, ...)` would succeed now.
   [[nodiscard]] bool can_append(seq_id id, std::int64_t n) const {
@@ -196,6 +226,15 @@ class quantized_kv_store {
    * quantized part needs a staging page and none is free: nothing changed).
    */
   void truncate(seq_id id, std::int64_t length) {
+    KVCACHE_EXPECTS(try_truncate(id, length), errc::out_of_memory,
+                    "quantized_kv_store: truncating sequence {} to {} tokens needs staging pages "
+                    "and {} are free",
+                    id.index, length, staging_alloc_.free_count());
+  }
+  /// @brief `truncate`, returning false (nothing changed) instead of throwing when the rollback
+  /// needs staging pages and none are free (a scheduler can free memory and retry).
+  /// @throws kvcache::error out_of_range (bad length), unknown_id.
+  [[nodiscard]] bool try_truncate(seq_id id, std::int64_t length) {
     const std::int64_t len = base_.length(id);
     KVCACHE_EXPECTS(length >= 0 && length <= len, errc::out_of_range,
                     "quantized_kv_store: cannot truncate sequence {} of {} tokens to {}", id.index,
@@ -208,11 +247,9 @@ class quantized_kv_store {
         ++need;
       }
     }
-    KVCACHE_EXPECTS(need <= staging_alloc_.free_count(), errc::out_of_memory,
-                    "quantized_kv_store: truncating sequence {} to {} tokens needs {} staging "
-                    "pages, {} are free",
-                    id.index, length, need, staging_alloc_.free_count());
+    if (need > staging_alloc_.free_count()) return false;
     plan_.clear();
+    table_pages_of_ = -1;
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::size_t g = g_of(id, t);
       if (length >= q_[g]) continue;
@@ -235,6 +272,7 @@ class quantized_kv_store {
       const std::size_t g = g_of(id, t);
       if (length == q_[g]) drop_staging(g);
     }
+    return true;
   }
 
   /**
@@ -248,6 +286,7 @@ class quantized_kv_store {
     const std::int64_t len = base_.length(id);
     const auto d = static_cast<std::int64_t>(layout_.head_dim);
     plan_.clear();
+    table_pages_of_ = -1;
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::size_t g = g_of(id, t);
       KVCACHE_EXPECTS(base_.table_tokens(id, t) == len, errc::logic_error,
@@ -284,9 +323,16 @@ class quantized_kv_store {
     (void)base_.length(id);
     return stg_[g_of(id, t)];
   }
-  /// @brief The underlying paged store (block tables, allocator, pending copies).
+  /// @brief The underlying paged store, read-only (block tables, allocator, stats). Its mutators
+  /// would bypass the window bookkeeping; token eviction (`try_compact`) over quantized pages is
+  /// not supported yet.
   [[nodiscard]] const base_type& pages() const noexcept { return base_; }
-  [[nodiscard]] base_type& pages() noexcept { return base_; }
+  /// @brief See `paged_kv_store::set_reclaimer`; called before an append is refused for lack of
+  /// pages.
+  void set_reclaimer(std::function<void(std::int32_t)> reclaim) {
+    reclaimer_ = reclaim;
+    base_.set_reclaimer(std::move(reclaim));
+  }
   [[nodiscard]] pool_type& pool() noexcept { return base_.pool(); }
   /// @brief The staging pool (f16, page_size = residual, HND); empty without a window.
   [[nodiscard]] staging_pool_type* staging_pool() noexcept {
@@ -302,8 +348,8 @@ class quantized_kv_store {
   [[nodiscard]] quantized_store_stats stats() const {
     quantized_store_stats s;
     s.pages = base_.stats();
-    s.staging_total = staging_alloc_.num_pages();
-    s.staging_used = staging_alloc_.num_pages() - staging_alloc_.free_count();
+    s.staging_total = staging_ ? staging_alloc_.num_pages() : 0;
+    s.staging_used = staging_ ? staging_alloc_.num_pages() - staging_alloc_.free_count() : 0;
     for (std::size_t g = 0; g < q_.size(); ++g) s.quantized_tokens += q_[g];
     s.staged_tokens = s.pages.logical_tokens - s.quantized_tokens;
     s.bytes_used = static_cast<std::int64_t>(s.pages.pages_used) * bytes_per_page_id() +
@@ -316,9 +362,8 @@ class quantized_kv_store {
   }
 
   /**
-   * @brief Checks every invariant (tests): the paged store's, and per table 0 <= L - q <
-   * residual (q = L without a window), q a multiple of the group, a staging page held exactly
-   * when L > q, staging reference counts equal to their holders.
+   * @brief Checks the store-wide invariants (tests): the paged store's, and staging reference
+   * counts equal to their holders. `check_sequence` checks one sequence's tables.
    * @throws kvcache::error logic_error naming the first broken one.
    */
   void check_invariants() const {
@@ -388,11 +433,15 @@ class quantized_kv_store {
       }
     }
   }
+  std::uint16_t* staging_row_of(page_id page, kv_side side, std::int32_t layer, std::int32_t slot,
+                                std::int32_t row) {
+    const paged_kv_view sv = staging_->view();
+    return reinterpret_cast<std::uint16_t*>(sv.data + sv.k_row_offset(layer, page, row, slot) +
+                                            (side == kv_side::value ? sv.v_offset_bytes : 0));
+  }
   std::uint16_t* staging_row(std::size_t g, kv_side side, std::int32_t layer, std::int32_t slot,
                              std::int32_t row) {
-    const paged_kv_view s = staging_->view();
-    return reinterpret_cast<std::uint16_t*>(s.data + s.k_row_offset(layer, stg_[g], row, slot) +
-                                            (side == kv_side::value ? s.v_offset_bytes : 0));
+    return staging_row_of(stg_[g], side, layer, slot, row);
   }
 
   /// Pages and staging pages `append(id, n)` needs (pre-check of all or nothing).
@@ -419,12 +468,16 @@ class quantized_kv_store {
                     n);
     const need_t need = needs(id, n);
     if (need.staging > staging_alloc_.free_count()) return std::nullopt;
+    if (need.pages > base_.allocator().free_count() && reclaimer_) {
+      reclaimer_(static_cast<std::int32_t>(need.pages - base_.allocator().free_count()));
+    }
     if (need.pages > base_.allocator().free_count()) return std::nullopt;
     const auto done = base_.try_append(id, n);
     if (!done) return std::nullopt;
     if (n == 0) return done;
     // Plan the data work per table (staging fills, window flushes, tail fills), then run it.
     plan_.clear();
+    table_pages_of_ = -1;
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::size_t g = g_of(id, t);
       const std::int64_t len = base_.table_tokens(id, t) - n;
@@ -439,11 +492,21 @@ class quantized_kv_store {
         auto own_staging = [&] {
           if (stg_[g] >= 0 && staging_alloc_.ref_count(stg_[g]) == 1) return;
           const page_id fresh = *staging_alloc_.try_allocate();  // counted in needs()
-          if (stg_[g] >= 0) {
-            if (data && r > 0) plan_.staging_copies.push_back(page_copy{stg_[g], fresh});
-            staging_alloc_.drop_ref(stg_[g]);
-          }
+          const page_id old = stg_[g];
           stg_[g] = fresh;
+          if (old < 0) return;
+          // copy-on-write of the staged rows [0, r) only, as identity jobs of the fill batch (the
+          // old page stays alive: another sequence's table holds it)
+          if (data && r > 0) {
+            for_each_head(t, [&](std::int32_t l, std::int32_t, std::int32_t slot) {
+              for (kv_side sd : {kv_side::key, kv_side::value}) {
+                plan_.fill.push_back(quantize_job{staging_row_of(old, sd, l, slot, 0),
+                                                  staging_head_page(g, sd, l, slot), 0,
+                                                  static_cast<std::int32_t>(r), sd});
+              }
+            });
+          }
+          staging_alloc_.drop_ref(old);
         };
         while (pos < n) {
           if (r == 0 && n - pos >= residual) {  // a whole window straight from the input
@@ -479,7 +542,7 @@ class quantized_kv_store {
             r = 0;
           }
         }
-        // released after the plan ran: its flush may still read it
+        // released before the plan runs, but after planning (see below)
         if (r == 0 && stg_[g] >= 0) {
           plan_.staging_drops.push_back(stg_[g]);
           stg_[g] = -1;
@@ -487,10 +550,35 @@ class quantized_kv_store {
       }
       q_[g] = q;
     }
-    if (data) execute();
+    // Drop the emptied windows' staging pages before running the plan: nothing allocates a
+    // staging page until it has run (host kernels, or a device sync), so its reads of them are
+    // safe, and an exception from it leaks nothing.
     for (const page_id p : plan_.staging_drops) staging_alloc_.drop_ref(p);
     plan_.staging_drops.clear();
+    if (data) execute();
     return done;
+  }
+
+  /// Throws invalid_argument naming the first NaN / Inf of the input (before anything changes).
+  void check_finite(seq_id id, std::int64_t n, const std::uint16_t* k, const std::uint16_t* v) const {
+    const std::int64_t len = base_.length(id);
+    const std::int32_t d = layout_.head_dim;
+    for (const std::uint16_t* rows : {k, v}) {
+      for (std::int32_t l = 0; l < layout_.layers; ++l) {
+        for (std::int32_t h = 0; h < layout_.kv_heads; ++h) {
+          const std::uint16_t* r = input_row(rows, l, h, n, 0);
+          for (std::int64_t i = 0; i < n * d; ++i) {
+            if ((r[i] & 0x7c00u) != 0x7c00u) continue;
+            KVCACHE_FAIL(errc::invalid_argument,
+                         "quantized_kv_store ({}): sequence {} {} input, layer {}, kv head {}, "
+                         "position {} (row {} of this append), channel {} is {} (f16 bits {:#06x}); "
+                         "NaN and Inf cannot be quantized",
+                         Q::name, id.index, rows == k ? "key" : "value", l, h, len + i / d, i / d,
+                         i % d, (r[i] & 0x3ffu) != 0 ? "NaN" : "Inf", r[i]);
+          }
+        }
+      }
+    }
   }
 
   [[nodiscard]] const std::uint16_t* input_row(const std::uint16_t* base, std::int32_t layer,
@@ -499,22 +587,22 @@ class quantized_kv_store {
     return base + ((static_cast<std::int64_t>(layer) * layout_.kv_heads + head) * n + token) *
                       layout_.head_dim;
   }
-  void copy_staging(page_id from, page_id to) {
-    if constexpr (Space::host_accessible) {
-      const page_copy c{from, to};
-      copy_pages_host(staging_->view(), &c, 1);
-    }
-  }
 
   /// Calls f(page id, first position in the page, tokens, offset from `from`) for each page
   /// piece of positions [from, from + count) of table t. O(pieces x page index / 32).
   template <class F>
-  void for_each_piece(seq_id id, std::int32_t t, std::int64_t from, std::int64_t count, F&& f) const {
+  void for_each_piece(seq_id id, std::int32_t t, std::int64_t from, std::int64_t count, F&& f) {
     const std::int32_t ps = layout_.page_size;
+    const auto g = static_cast<std::int32_t>(g_of(id, t));
+    if (table_pages_of_ != g) {  // the table's page ids, once per table and call
+      table_pages_.clear();
+      base_.for_each_page(id, t, [&](page_id p) { table_pages_.push_back(p); });
+      table_pages_of_ = g;
+    }
     for (std::int64_t pos = from; pos < from + count;) {
       const auto first = static_cast<std::int32_t>(pos % ps);
       const auto c = static_cast<std::int32_t>(std::min<std::int64_t>(ps - first, from + count - pos));
-      f(base_.page_at(id, t, static_cast<std::int32_t>(pos / ps)), first, c, pos - from);
+      f(table_pages_[static_cast<std::size_t>(pos / ps)], first, c, pos - from);
       pos += c;
     }
   }
@@ -560,10 +648,6 @@ class quantized_kv_store {
     const std::int32_t ps = layout_.page_size, d = layout_.head_dim;
     if constexpr (Space::host_accessible) {
       base_.apply_pending_copies();
-      if (!plan_.staging_copies.empty()) {
-        copy_pages_host(staging_->view(), plan_.staging_copies.data(),
-                        static_cast<std::int32_t>(plan_.staging_copies.size()));
-      }
       auto quantize = [&]<class F>(const std::vector<quantize_job>& jobs, std::int32_t pages) {
         if (!jobs.empty()) quantize_pages_host<F>(jobs.data(), static_cast<std::int32_t>(jobs.size()), pages, d);
       };
@@ -592,7 +676,7 @@ class quantized_kv_store {
     auto align = [](std::size_t b) { return (b + 15) / 16 * 16; };
     const std::size_t n_status = 5;
     std::size_t bytes = align(n_status * sizeof(quant_status));
-    bytes += align(pending.size() * sizeof(page_copy)) + align(plan_.staging_copies.size() * sizeof(page_copy));
+    bytes += align(pending.size() * sizeof(page_copy));
     for (const auto* j : {&plan_.fill, &plan_.quant, &plan_.tail}) bytes += align(j->size() * sizeof(quantize_job));
     for (const auto* j : {&plan_.deq, &plan_.deq_staging}) bytes += align(j->size() * sizeof(dequantize_job));
     if (pinned_.size() < bytes) pinned_ = buffer<std::byte, pinned_host_space>(bytes * 2);
@@ -606,8 +690,6 @@ class quantized_kv_store {
     auto* status = reinterpret_cast<quant_status*>(at);
     at += align(n_status * sizeof(quant_status));
     const auto* pc = reinterpret_cast<const page_copy*>(carve(pending.data(), pending.size() * sizeof(page_copy)));
-    const auto* sc = reinterpret_cast<const page_copy*>(
-        carve(plan_.staging_copies.data(), plan_.staging_copies.size() * sizeof(page_copy)));
     auto jobs = [&](const auto& v) { return reinterpret_cast<const std::remove_cvref_t<decltype(v[0])>*>(
                                          carve(v.data(), v.size() * sizeof(v[0]))); };
     const auto* fill = jobs(plan_.fill);
@@ -617,15 +699,19 @@ class quantized_kv_store {
     const auto* deqs = jobs(plan_.deq_staging);
     const stream_view s{};
     auto n = [](const auto& v) { return static_cast<std::int32_t>(v.size()); };
-    if (!pending.empty()) copy_pages_cuda(base_.pool().copy_view(), pc, n(pending), s);
-    base_.clear_pending_copies();
-    if (!plan_.staging_copies.empty()) copy_pages_cuda(staging_->view(), sc, n(plan_.staging_copies), s);
-    if (!plan_.fill.empty()) quantize_pages_cuda<identity_quantizer>(fill, n(plan_.fill), residual, d, status + 0, s);
-    if (!plan_.quant.empty()) quantize_pages_cuda<Q>(quant, n(plan_.quant), ps, d, status + 1, s);
-    if (!plan_.tail.empty()) quantize_pages_cuda<identity_quantizer>(tail, n(plan_.tail), residual, d, status + 2, s);
-    if (!plan_.deq.empty()) dequantize_pages_cuda<Q>(deq, n(plan_.deq), ps, d, status + 3, s);
-    if (!plan_.deq_staging.empty()) {
-      dequantize_pages_cuda<identity_quantizer>(deqs, n(plan_.deq_staging), residual, d, status + 4, s);
+    try {
+      if (!pending.empty()) copy_pages_cuda(base_.pool().copy_view(), pc, n(pending), s);
+      base_.clear_pending_copies();
+      if (!plan_.fill.empty()) quantize_pages_cuda<identity_quantizer>(fill, n(plan_.fill), residual, d, status + 0, s);
+      if (!plan_.quant.empty()) quantize_pages_cuda<Q>(quant, n(plan_.quant), ps, d, status + 1, s);
+      if (!plan_.tail.empty()) quantize_pages_cuda<identity_quantizer>(tail, n(plan_.tail), residual, d, status + 2, s);
+      if (!plan_.deq.empty()) dequantize_pages_cuda<Q>(deq, n(plan_.deq), ps, d, status + 3, s);
+      if (!plan_.deq_staging.empty()) {
+        dequantize_pages_cuda<identity_quantizer>(deqs, n(plan_.deq_staging), residual, d, status + 4, s);
+      }
+    } catch (...) {
+      synchronize(s);  // what was enqueued reads the pinned job arrays: let it finish first
+      throw;
     }
     synchronize(s);
     const bool ran[n_status] = {!plan_.fill.empty(), !plan_.quant.empty(), !plan_.tail.empty(),
@@ -639,12 +725,10 @@ class quantized_kv_store {
   }
 
   struct plan_t {
-    std::vector<page_copy> staging_copies;
     std::vector<quantize_job> fill, quant, tail;        // fill / tail: identity, page size residual
     std::vector<dequantize_job> deq, deq_staging;       // deq_staging: identity, page size residual
     std::vector<page_id> staging_drops;
     void clear() {
-      staging_copies.clear();
       fill.clear();
       quant.clear();
       tail.clear();
@@ -662,6 +746,9 @@ class quantized_kv_store {
   std::vector<std::int64_t> q_;     ///< quantized tokens per table
   std::vector<std::int32_t> stg_;   ///< staging page per table, -1 none
   plan_t plan_;                     ///< the data work of the current call (capacity reused)
+  std::function<void(std::int32_t)> reclaimer_;
+  std::vector<page_id> table_pages_;  ///< scratch: the pages of the table being planned
+  std::int32_t table_pages_of_ = -1;  ///< global table whose pages table_pages_ holds
   /// device stores: the job arrays of a call, in pinned memory
   [[no_unique_address]] std::conditional_t<Space::host_accessible, std::monostate,
                                            buffer<std::byte, pinned_host_space>> pinned_;
