@@ -20,6 +20,7 @@
 #include <random>
 #include <vector>
 
+#include "gpu_reference.hpp"
 #include "kvcache/core/cuda_error.hpp"
 #include "kvcache/memory/buffer.hpp"
 #include "kvcache/memory/copy.hpp"
@@ -32,40 +33,8 @@ namespace {
 
 constexpr std::int64_t MiB = std::int64_t{1} << 20;
 
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda_device_count() > 0) return false;
-  state.SkipWithError("no CUDA device");
-  for (auto _ : state) {
-  }
-  return true;
-}
-
-/// Rate (bytes read + written per second) of cudaMemcpyAsync D2D moving `moved` bytes, i.e.
-/// copying moved / 2: median of 9 event-timed copies after 3 warm-ups; measured once per size.
-double memcpy_rate(std::int64_t moved) {
-  static std::mutex m;
-  static std::map<std::int64_t, double> rates;
-  std::lock_guard<std::mutex> lock(m);
-  if (auto it = rates.find(moved); it != rates.end()) return it->second;
-  const auto bytes = static_cast<std::size_t>(moved / 2);
-  buffer<std::byte, cuda_space> a(bytes), b(bytes);
-  stream s;
-  const auto st = static_cast<cudaStream_t>(s.view().handle());
-  KVCACHE_CUDA_TRY(cudaMemsetAsync(a.data(), 1, bytes, st));
-  for (int i = 0; i < 3; ++i)
-    KVCACHE_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, st));
-  std::vector<double> runs;
-  event start, stop;
-  for (int i = 0; i < 9; ++i) {
-    start.record(s);
-    KVCACHE_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, st));
-    stop.record(s);
-    stop.synchronize();
-    runs.push_back(static_cast<double>(moved) / (event::elapsed_ms(start, stop) / 1e3));
-  }
-  std::sort(runs.begin(), runs.end());
-  return rates[moved] = runs[runs.size() / 2];
-}
+using kvbench::memcpy_rate;
+using kvbench::skip_without_gpu;
 
 /// Times `launch(i)` with events: each benchmark iteration enqueues `per_iter` launches
 /// (i = 0, 1, ...) between two events and reports the time of one. A warm-up round first.

@@ -27,6 +27,8 @@
 #ifdef KVCACHE_HAS_CUDA
 #include <cuda_runtime_api.h>
 
+#include "gpu_reference.hpp"
+
 #include <algorithm>
 
 #include "kvcache/core/cuda_error.hpp"
@@ -110,43 +112,8 @@ void bm_dequantize_host(benchmark::State& state) {
 }
 
 #ifdef KVCACHE_HAS_CUDA
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda_device_count() > 0) return false;
-  state.SkipWithError("no CUDA device");
-  for (auto _ : state) {
-  }
-  return true;
-}
-
-/// Rate (bytes read + written per second) of a cudaMemcpyAsync D2D moving `moved` bytes (a copy
-/// of moved / 2): median of 9 event-timed copies after 3 warm-ups; measured once per size.
-double memcpy_rate(std::int64_t moved) {
-  static std::mutex m;
-  static std::map<std::int64_t, double> rates;
-  std::lock_guard<std::mutex> lock(m);
-  if (auto it = rates.find(moved); it != rates.end()) return it->second;
-  const auto bytes = static_cast<std::size_t>(moved / 2);
-  buffer<std::byte, cuda_space> a(bytes), b(bytes);
-  stream s;
-  const auto st = static_cast<cudaStream_t>(s.view().handle());
-  KVCACHE_CUDA_TRY(cudaMemsetAsync(a.data(), 1, bytes, st));
-  for (int i = 0; i < 3; ++i) {
-    KVCACHE_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, st));
-  }
-  std::vector<double> runs;
-  event start, stop;
-  for (int i = 0; i < 9; ++i) {
-    start.record(s);
-    KVCACHE_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, st));
-    stop.record(s);
-    stop.synchronize();
-    runs.push_back(static_cast<double>(event::elapsed_ms(start, stop)) / 1e3);
-  }
-  std::sort(runs.begin(), runs.end());
-  const double rate = static_cast<double>(2 * bytes) / runs[runs.size() / 2];
-  rates[moved] = rate;
-  return rate;
-}
+using kvbench::memcpy_rate;
+using kvbench::skip_without_gpu;
 
 /// `n` random f16 rows (fill_rows, seed 2), made once per size: Google Benchmark runs each case
 /// a few times (to find its iteration count), and filling 1 GiB on the host each time made the
