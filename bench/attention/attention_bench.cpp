@@ -227,7 +227,8 @@ void bm_decode_quant(benchmark::State& state) {
     qs.synchronize();
   }
   const auto shape = shape_of(batch, P);
-  const auto plan = plan_paged_decode(shape, t.host_view);
+  const auto opts = paged_decode_cuda_options(kv);
+  const auto plan = plan_paged_decode(shape, t.host_view, opts);
   buffer<std::byte, cuda_space> ws(std::max<std::size_t>(plan.workspace_bytes, 256));
   buffer<std::byte, cuda_space> q(static_cast<std::size_t>(batch) * kQoHeads * kHeadDim * 2);
   buffer<std::byte, cuda_space> out(q.size());
@@ -241,6 +242,7 @@ void bm_decode_quant(benchmark::State& state) {
                           static_cast<double>(kv.head_page_bytes) / P;
   time_calls(state, s, kv_bytes, [&] { paged_decode_cuda(plan, kv, residual_view{}, a, ws.data(), s.view()); });
   state.counters["chunks"] = plan.max_chunks;
+  state.counters["ctas_per_sm"] = opts.ctas_per_sm;
   state.SetLabel(std::string(Q::name) + " page " + std::to_string(P));
 }
 

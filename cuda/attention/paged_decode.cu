@@ -24,6 +24,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -612,12 +613,32 @@ __global__ void __launch_bounds__(128) mass_kernel(const decode_params p) {
   p.mass[b * p.mass_seq_stride + h * p.mass_head_stride + pos] += m;
 }
 
+/// The quantized kernel's shared-memory attributes (once per kernel): room for its ring beyond
+/// 48 KiB, and the largest shared-memory carveout (its loads bypass L1).
+template <int D, int F>
+cudaError_t qdecode_prepare() {
+  static const cudaError_t e = [] {
+    cudaError_t r = cudaFuncSetAttribute(qdecode_kernel<D, F>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         qring<D, F>::smem_bytes);
+    if (r == cudaSuccess && qring<D, F>::on) {
+      r = cudaFuncSetAttribute(qdecode_kernel<D, F>,
+                               cudaFuncAttributePreferredSharedMemoryCarveout,
+                               cudaSharedmemCarveoutMaxShared);
+    }
+    return r;
+  }();
+  return e;
+}
+
 template <int D, int F>
 cudaError_t launch(const decode_params& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.max_chunks), static_cast<unsigned>(p.batch),
                   static_cast<unsigned>(p.kv_heads * p.subgroups));
   if constexpr (F >= 2) {  // quantized pages: the tensor-core kernel (paged_decode_mma.cuh)
-    qdecode_kernel<D, F><<<grid, kThreads, 0, stream>>>(p);
+    const cudaError_t attr = qdecode_prepare<D, F>();
+    if (attr != cudaSuccess) return attr;
+    qdecode_kernel<D, F><<<grid, kThreads, qring<D, F>::smem_bytes, stream>>>(p);
     return cudaGetLastError();
   } else {
     using T = tile_traits<D, F>;
@@ -642,7 +663,45 @@ cudaError_t launch_format(const decode_params& p, decode_format f, cudaStream_t 
   return cudaErrorInvalidValue;
 }
 
+template <int D, int F>
+int quant_blocks_per_sm_of() {
+  cudaError_t e = qdecode_prepare<D, F>();
+  int n = 0;
+  if (e == cudaSuccess) {
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, qdecode_kernel<D, F>, kThreads,
+                                                      qring<D, F>::smem_bytes);
+  }
+  return e == cudaSuccess ? n : -static_cast<int>(e);
+}
+
+template <int D>
+int quant_blocks_per_sm(decode_format f) {
+  switch (f) {
+    case decode_format::int8: return quant_blocks_per_sm_of<D, 2>();
+    case decode_format::fp8: return quant_blocks_per_sm_of<D, 3>();
+    case decode_format::kivi2: return quant_blocks_per_sm_of<D, 4>();
+    case decode_format::kivi4: return quant_blocks_per_sm_of<D, 5>();
+    default: return -static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
 }  // namespace
+
+cudaError_t quantized_decode_blocks_per_sm(decode_format format, int head_dim, int* blocks) {
+  // cached per (head dim, format): the kernels' resources do not change at run time
+  static std::atomic<int> cache[2][6] = {};
+  const int fi = static_cast<int>(format);
+  if (fi < 2 || fi > 5) return cudaErrorInvalidValue;
+  std::atomic<int>& c = cache[head_dim == 64 ? 0 : 1][fi];
+  int n = c.load(std::memory_order_relaxed);
+  if (n <= 0) {
+    n = head_dim == 64 ? quant_blocks_per_sm<64>(format) : quant_blocks_per_sm<128>(format);
+    if (n < 0) return static_cast<cudaError_t>(-n);
+    c.store(n, std::memory_order_relaxed);
+  }
+  *blocks = n;
+  return cudaSuccess;
+}
 
 cudaError_t launch_paged_decode(const decode_params& p, decode_format format, int head_dim,
                                 cudaStream_t stream) {

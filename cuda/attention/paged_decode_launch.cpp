@@ -101,6 +101,16 @@ bool tables_readable(const paged_decode_args& a, const char* who) {
          (a.tables.indices == nullptr || host_readable(a.tables.indices, who, "indices"));
 }
 
+/// The kernel that reads `kv`'s format (check_decode_pool rejects the others).
+detail::decode_format format_of(const quantized_kv_view& kv) {
+  switch (kv.format.key.scheme) {
+    case quant_scheme::int8_token: return detail::decode_format::int8;
+    case quant_scheme::fp8_e4m3_token: return detail::decode_format::fp8;
+    default:
+      return kv.format.key.bits == 2 ? detail::decode_format::kivi2 : detail::decode_format::kivi4;
+  }
+}
+
 }  // namespace
 
 void paged_decode_cuda(const paged_decode_plan& plan, const paged_kv_view& kv,
@@ -148,14 +158,25 @@ void paged_decode_cuda(const paged_decode_plan& plan, const quantized_kv_view& k
   p.staging_page = r.staging_page;
   p.quantized_tokens = r.quantized_tokens;
   p.staging = r.staging;
-  detail::decode_format f = detail::decode_format::int8;
-  switch (kv.format.key.scheme) {
-    case quant_scheme::int8_token: f = detail::decode_format::int8; break;
-    case quant_scheme::fp8_e4m3_token: f = detail::decode_format::fp8; break;
-    default:
-      f = kv.format.key.bits == 2 ? detail::decode_format::kivi2 : detail::decode_format::kivi4;
-  }
-  launch(p, f, plan.shape.head_dim, s, who);
+  launch(p, format_of(kv), plan.shape.head_dim, s, who);
+}
+
+paged_decode_options paged_decode_cuda_options(const quantized_kv_view& kv,
+                                               paged_decode_options options) {
+  constexpr const char* who = "paged_decode_cuda_options";
+  KVCACHE_EXPECTS(kv.head_dim == 64 || kv.head_dim == 128, errc::not_supported,
+                  "{}: head_dim {} (the GPU kernels take 64 and 128)", who, kv.head_dim);
+  int dev = 0;
+  int sms = 0;
+  KVCACHE_CUDA_TRY(cudaGetDevice(&dev));
+  KVCACHE_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int blocks = 0;
+  KVCACHE_CUDA_TRY(detail::quantized_decode_blocks_per_sm(format_of(kv), kv.head_dim, &blocks));
+  KVCACHE_EXPECTS(blocks >= 1, errc::cuda_error, "{}: the quantized kernel fits no block per SM",
+                  who);
+  options.sm_count = sms;
+  options.ctas_per_sm = blocks;
+  return options;
 }
 
 }  // namespace kvcache

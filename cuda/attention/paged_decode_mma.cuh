@@ -17,8 +17,11 @@
 //           tiles), the tile's tokens as K, heads as N. Lane (g, t) holds V^T fragments of dims
 //           [g D/8, (g+1) D/8) x tokens 2t, 2t+1, 2t+8, 2t+9; P^T comes from the score
 //           accumulators through 4 shuffles.
-// K/V codes go from global memory straight into registers (16-byte loads where the layout
-// allows), the next tile's while the current one is computed; nothing goes through shared memory.
+// int8 / fp8: each warp streams its tiles through its own ring of raw tiles in shared memory
+// (cp.async, qring below), two tiles ahead; 128 registers, 4 blocks per SM. KIVI: codes go from
+// global memory straight into registers (16-byte loads where the layout allows), the next tile's
+// while the current one is computed. The plan's split should come from paged_decode_cuda_options
+// (the real blocks per SM of each format).
 //
 // Decoding gives exactly the f16 values of dequantize_pages_host:
 //   int8 / fp8: f16(f32(code) * scale) in f32 (the f32 scale rules out f16 arithmetic);
@@ -178,13 +181,41 @@ struct qraw<D, F> {
   unsigned vm[4];
 };
 
+#ifndef KVCACHE_QDECODE_MIN_BLOCKS
+#define KVCACHE_QDECODE_MIN_BLOCKS 3
+#endif
+
+/// 8-bit formats: each warp streams its tiles through its own ring of raw tiles in shared memory
+/// (cp.async), so that no raw tile waits in registers. A stage: K codes [16][D], V codes [16][D]
+/// (16-byte chunk c of row r at position c ^ (r % CH): conflict-free fragment reads), then the
+/// 16 K and the 16 V f32 scales.
 template <int D, int F>
-__global__ void __launch_bounds__(kThreads, 3) qdecode_kernel(const decode_params p) {
+struct qring {
+  static constexpr bool on = F == 2 || F == 3;
+  static constexpr int CH = D / 16;  // 16-byte chunks per code row
+  static constexpr int codes = kQTile * D;
+  static constexpr int stage = 2 * codes + 2 * kQTile * 4;
+  static constexpr int stages = 3;
+  static constexpr int warp_bytes = stages * stage;
+  static constexpr int red_bytes = (kThreads / 32) * kMaxSub * (D + 2) * 4;
+  static constexpr int ring_bytes = on ? (kThreads / 32) * warp_bytes : 0;
+  static constexpr int smem_bytes = ring_bytes > red_bytes ? ring_bytes : red_bytes;
+  static constexpr int min_blocks = on ? 4 : KVCACHE_QDECODE_MIN_BLOCKS;
+};
+
+template <int D, int F>
+__global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
+    qdecode_kernel(const decode_params p) {
   using T = qtraits<D, F>;
+  using R = qring<D, F>;
   constexpr int KS = T::KS;
-  __shared__ __align__(16) float red_o[kThreads / 32][kMaxSub][D];
-  __shared__ float red_m[kThreads / 32][kMaxSub];
-  __shared__ float red_l[kThreads / 32][kMaxSub];
+  extern __shared__ __align__(16) unsigned char qsm[];
+  // after the main loop (the ring is then dead): the warps' outputs, maxima and sums
+  using ro_t = float[kMaxSub][D];
+  using rm_t = float[kMaxSub];
+  ro_t* red_o = reinterpret_cast<ro_t*>(qsm);
+  rm_t* red_m = reinterpret_cast<rm_t*>(qsm + (kThreads / 32) * kMaxSub * D * 4);
+  rm_t* red_l = red_m + kThreads / 32;
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -486,7 +517,107 @@ __global__ void __launch_bounds__(kThreads, 3) qdecode_kernel(const decode_param
     }
   };
 
-  {
+  if constexpr (R::on) {
+    auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
+    unsigned char* ring = qsm + warp * R::warp_bytes;
+    constexpr int CH = R::CH;
+    constexpr int RPI = 32 / CH;  // code rows one pass of the warp copies
+    // tile at t0 into stage st: lane copies chunk lane % CH of rows lane / CH + RPI i (K and V)
+    // and one scale (lanes 0-15: K of token lane, 16-31: V of token lane - 16); rows past the
+    // tile or on a page outside the pool are zero-filled
+    auto issue = [&](int t0, int st) {
+      unsigned char* dst = ring + st * R::stage;
+      const int nvalid = min(kQTile, qend - t0);
+      const std::byte* base = nullptr;
+      int pos0 = 0;
+      bool page_ok = true;
+      if (one_page) base = page_of(t0, page_ok, pos0);
+      auto row = [&](int rr, bool& ok, int& pos) -> const std::byte* {
+        ok = rr < nvalid;
+        if (one_page) {
+          ok = ok && page_ok;
+          pos = pos0 + rr;
+          return base;
+        }
+        return page_of(t0 + rr, ok, pos);
+      };
+      const int c = lane % CH;
+#pragma unroll
+      for (int i = 0; i < kQTile / RPI; ++i) {
+        const int rr = lane / CH + RPI * i;
+        bool ok;
+        int pos;
+        const std::byte* hp = row(rr, ok, pos);
+        const std::byte* src = hp + static_cast<std::int64_t>(pos) * D + c * 16;
+        const int d = (rr * CH + (c ^ (rr % CH))) * 16;
+        cp_async16(dst + d, src, ok);
+        cp_async16(dst + R::codes + d, src + p.q_v_offset, ok);
+      }
+      {
+        bool ok;
+        int pos;
+        const std::byte* hp = row(lane & 15, ok, pos);
+        const std::int64_t mo = lane < 16 ? p.q_key_meta_offset : p.q_v_offset + p.q_value_meta_offset;
+        cp_async4(dst + 2 * R::codes + lane * 4, hp + mo + static_cast<std::int64_t>(pos) * 4, ok);
+      }
+    };
+    // the lane's fragments of stage st (the layout load() gives)
+    auto gather = [&](qraw<D, F>& r, int st) {
+      const unsigned char* src = ring + st * R::stage;
+      constexpr int kc = T::kbytes / 16;  // K chunks per lane and row
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int rr = g + 8 * j;
+#pragma unroll
+        for (int h = 0; h < kc; ++h) {
+          const int c = t * kc + h;
+          const uint4 x = *reinterpret_cast<const uint4*>(src + (rr * CH + (c ^ (rr % CH))) * 16);
+          r.k[j][4 * h] = x.x;
+          r.k[j][4 * h + 1] = x.y;
+          r.k[j][4 * h + 2] = x.z;
+          r.k[j][4 * h + 3] = x.w;
+        }
+        r.ks[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + rr * 4);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int rr = 2 * t + (j & 1) + 8 * (j >> 1);
+        const int byte = g * T::vbytes;  // 16 (D = 128) or 8 (D = 64) bytes
+        const int c = byte / 16;
+        const unsigned char* v = src + R::codes + (rr * CH + (c ^ (rr % CH))) * 16 + byte % 16;
+        if constexpr (T::vbytes == 16) {
+          const uint4 x = *reinterpret_cast<const uint4*>(v);
+          r.v[j][0] = x.x;
+          r.v[j][1] = x.y;
+          r.v[j][2] = x.z;
+          r.v[j][3] = x.w;
+        } else {
+          const uint2 x = *reinterpret_cast<const uint2*>(v);
+          r.v[j][0] = x.x;
+          r.v[j][1] = x.y;
+        }
+        r.vs[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + (kQTile + rr) * 4);
+      }
+    };
+#pragma unroll
+    for (int s = 0; s < R::stages - 1; ++s) {
+      const int ti = tile_of(s);
+      if (ti < nqt) issue(start + kQTile * ti, s);
+      cp_async_commit();
+    }
+    for (int j = 0; tile_of(j) < nqt; ++j) {
+      const int tn = tile_of(j + R::stages - 1);
+      __syncwarp();  // every lane is done with the stage read at j - 1
+      if (tn < nqt) issue(start + kQTile * tn, (j + R::stages - 1) % R::stages);
+      cp_async_commit();
+      cp_async_wait<R::stages - 1>();
+      __syncwarp();  // the other lanes' copies of tile j are visible
+      qraw<D, F> r;
+      gather(r, j % R::stages);
+      consume(r, start + kQTile * tile_of(j));
+    }
+    cp_async_wait<0>();
+  } else {
     auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
     qraw<D, F> ra, rb;
     int j = 0;
@@ -569,6 +700,7 @@ __global__ void __launch_bounds__(kThreads, 3) qdecode_kernel(const decode_param
     l0 += __shfl_xor_sync(0xFFFFFFFFu, l0, msk);
     l1 += __shfl_xor_sync(0xFFFFFFFFu, l1, msk);
   }
+  if constexpr (R::on) __syncthreads();  // the ring becomes the reduction buffers
   if (t < 2) {
     if (g == 0) {
       red_m[warp][2 * t] = m0;

@@ -189,7 +189,7 @@ void run_f16_case(const f16_case& c, std::uint64_t seed) {
 
 template <class Q>
 void run_quant_case(const paged_decode_shape& s, const std::vector<std::int64_t>& lens,
-                    std::int32_t force_chunk, std::uint64_t seed) {
+                    std::int32_t force_chunk, std::uint64_t seed, bool device_options = false) {
   INFO(Q::name << " batch " << s.batch << " heads " << s.num_qo_heads << "/" << s.num_kv_heads
                << " D " << s.head_dim << " page " << s.page_size << " chunk " << force_chunk
                << " seed " << seed);
@@ -203,6 +203,11 @@ void run_quant_case(const paged_decode_shape& s, const std::vector<std::int64_t>
   paged_decode_options o;
   o.attention_mass = true;
   o.force_chunk_tokens = force_chunk;
+  if (device_options) {  // the split sized for the kernel's real occupancy
+    o = paged_decode_cuda_options(f.qview, o);
+    REQUIRE(o.ctas_per_sm >= 1);
+    REQUIRE(o.attention_mass);
+  }
   const auto plan = plan_paged_decode(s, t.view(), o);
   const std::int64_t ms = std::max<std::int64_t>(1, plan.max_tokens);
   auto dq = upload(f.qbytes.data(), f.qbytes.size);
@@ -268,13 +273,38 @@ TEMPLATE_TEST_CASE("paged_decode_cuda on quantized pages matches the reference o
   // GQA 2 and MHA (padded query-head columns of the tensor-core kernel), split
   run_quant_case<Q>({2, 4, 2, 128, 32, 0, dtype::f16}, {200, 77}, 64, seed + 4);
   run_quant_case<Q>({2, 2, 2, 64, 32, 0, dtype::bf16}, {31, 150}, 0, seed + 5);
+  // split sized by paged_decode_cuda_options (the kernel's occupancy on this device)
+  run_quant_case<Q>({4, 32, 8, 128, 32, 0, dtype::f16}, {2000, 300, 5000, 64}, 0, seed + 10, true);
   if constexpr (Q::residual == 0) {
     // per-token formats: vLLM's page size 16 (the benchmark's) and pages that a 16-token tile
     // straddles (page 24, page 1)
     run_quant_case<Q>({3, 32, 8, 128, 16, 0, dtype::f16}, {1, 500, 4096}, 0, seed + 6);
+    run_quant_case<Q>({3, 32, 8, 128, 16, 0, dtype::f16}, {1, 500, 4096}, 0, seed + 9, true);
     run_quant_case<Q>({2, 8, 2, 128, 24, 0, dtype::f16}, {100, 333}, 64, seed + 7);
     run_quant_case<Q>({2, 8, 2, 64, 1, 0, dtype::f16}, {17, 40}, 0, seed + 8);
   }
+}
+
+TEMPLATE_TEST_CASE("paged_decode_cuda_options: the device's SMs and the kernel's blocks per SM",
+                   "[attention][gpu]", int8_quantizer, fp8_e4m3_quantizer, kivi2, kivi4) {
+  using Q = TestType;
+  quantized_kv_view v;
+  v.format = Q::format;
+  v.head_dim = 128;
+  int dev = 0, sms = 0;
+  REQUIRE(cudaGetDevice(&dev) == cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess);
+  paged_decode_options base;
+  base.min_chunk_tokens = 512;
+  const auto o = paged_decode_cuda_options(v, base);
+  CHECK(o.sm_count == sms);
+  CHECK(o.ctas_per_sm >= 1);
+  CHECK(o.ctas_per_sm <= 16);
+  CHECK(o.min_chunk_tokens == 512);
+  v.head_dim = 64;
+  CHECK(paged_decode_cuda_options(v).ctas_per_sm >= 1);
+  v.head_dim = 96;
+  KVTEST_REQUIRE_ERROR((void)paged_decode_cuda_options(v), errc::not_supported, "head_dim 96");
 }
 
 TEST_CASE("paged_decode_cuda rejects bad input before launching", "[attention][gpu]") {
