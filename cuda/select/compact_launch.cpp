@@ -21,6 +21,12 @@ void compact_kv_cuda(const paged_kv_view& pool, const slot_move* moves, std::int
   cudaPointerAttributes attr{};
   KVCACHE_CUDA_TRY(cudaPointerGetAttributes(&attr, moves));
   const std::int64_t slots = static_cast<std::int64_t>(pool.num_pages) * pool.page_size;
+  if (attr.type == cudaMemoryTypeUnregistered) {  // pageable: only where the device can read it
+    int dev = 0, pageable = 0;
+    KVCACHE_CUDA_TRY(cudaGetDevice(&dev));
+    KVCACHE_CUDA_TRY(cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev));
+    if (pageable == 0) detail::throw_not_device_accessible(who, "the moves", moves);
+  }
   if (attr.type == cudaMemoryTypeHost || attr.type == cudaMemoryTypeUnregistered) {
     for (std::int64_t i = 0; i < n; ++i) {
       KVCACHE_EXPECTS(moves[i].src >= 0 && moves[i].src < slots && moves[i].dst >= 0 &&

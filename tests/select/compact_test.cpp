@@ -37,6 +37,7 @@ struct harness {
   struct seq {
     seq_id id;
     std::vector<std::vector<std::uint64_t>> rows;  // [table] tags of the rows held
+    std::vector<std::int64_t> compacted_at = {};   // [table] sequence length at its last compaction
   };
   std::vector<seq> live;
   std::uint64_t next_tag = 1;
@@ -125,13 +126,14 @@ void run_random(std::uint64_t seed, std::int64_t ops) {
     if (H.live.empty() || (r < 10 && H.live.size() < 10)) {
       typename harness<Geometry>::seq s{H.store.create(), {}};
       s.rows.resize(static_cast<std::size_t>(T));
+      s.compacted_at.assign(static_cast<std::size_t>(T), 0);
       H.live.push_back(s);
     } else if (r < 45) {
       auto& s = H.live[static_cast<std::size_t>(ival(0, static_cast<std::int64_t>(H.live.size()) - 1))];
       (void)H.append(s, ival(1, 9));
     } else if (r < 55 && H.live.size() < 10) {
       const auto& p = H.live[static_cast<std::size_t>(ival(0, static_cast<std::int64_t>(H.live.size()) - 1))];
-      typename harness<Geometry>::seq c{H.store.fork(p.id), p.rows};
+      typename harness<Geometry>::seq c{H.store.fork(p.id), p.rows, p.compacted_at};
       H.live.push_back(c);
     } else if (r < 90) {
       auto& s = H.live[static_cast<std::size_t>(ival(0, static_cast<std::int64_t>(H.live.size()) - 1))];
@@ -164,18 +166,26 @@ void run_random(std::uint64_t seed, std::int64_t ops) {
       std::vector<std::uint64_t> kept;
       for (auto i : keep) kept.push_back(rows[static_cast<std::size_t>(i)]);
       rows = kept;
+      s.compacted_at[static_cast<std::size_t>(t)] = H.store.length(s.id);
     } else if (r < 97) {
       const auto i = static_cast<std::size_t>(ival(0, static_cast<std::int64_t>(H.live.size()) - 1));
       H.store.release(H.live[i].id);
       H.live.erase(H.live.begin() + static_cast<std::ptrdiff_t>(i));
     } else {
       auto& s = H.live[static_cast<std::size_t>(ival(0, static_cast<std::int64_t>(H.live.size()) - 1))];
-      // truncate to the shortest table (rows past it dropped in every table)
-      std::int64_t shortest = H.store.length(s.id);
-      for (auto& rows : s.rows) shortest = std::min<std::int64_t>(shortest, static_cast<std::int64_t>(rows.size()));
-      const auto to = ival(0, shortest);
-      H.store.truncate(s.id, to);
-      for (auto& rows : s.rows) rows.resize(static_cast<std::size_t>(std::min<std::int64_t>(to, static_cast<std::int64_t>(rows.size()))));
+      // roll back: each table drops the rows of the positions past `to` (its last rows); below
+      // a table's last compaction that is refused, with nothing changed
+      const std::int64_t len = H.store.length(s.id);
+      std::int64_t floor = 0;
+      for (auto c : s.compacted_at) floor = std::max(floor, c);
+      const auto to = ival(0, len);
+      if (to < floor) {
+        KVTEST_REQUIRE_ERROR(H.store.truncate(s.id, to), errc::invalid_argument, "was compacted at length");
+        REQUIRE(H.store.length(s.id) == len);
+      } else {
+        H.store.truncate(s.id, to);
+        for (auto& rows : s.rows) rows.resize(rows.size() - static_cast<std::size_t>(len - to));
+      }
     }
     H.verify();
   }

@@ -115,6 +115,8 @@ TEST_CASE("key_norm keeps the lowest key norms", "[select]") {
   p.append(4, std::vector<float>{3.0f, 1.0f, 2.0f, 0.5f});
   REQUIRE(kept_positions(p, 2) == V{1, 3});
   KVTEST_REQUIRE_ERROR(p.append(1), errc::invalid_argument, "key norms");
+  REQUIRE(p.size() == 4);  // the refused append changed nothing
+  REQUIRE(kept_positions(p, 2) == V{1, 3});
 }
 
 TEST_CASE("policies reject malformed calls", "[select]") {

@@ -4,8 +4,10 @@
  * new tokens, fork with copy-on-write, truncate, release.
  *
  * The model (PagedAttention): a sequence's tokens live in fixed-size pages anywhere in the pool;
- * its block table lists them in order. Token i of a table is in page i / page_size at position
- * i % page_size. Only the last page of a table may be partial, so no more than page_size - 1
+ * its block table lists them in order. Row i of a table is in page i / page_size at position
+ * i % page_size; row i holds token i until the table is compacted (`try_compact`), after which
+ * the rows are the kept tokens in order, then the tokens appended since. Only the last page of a
+ * table may be partial, so no more than page_size - 1
  * slots per table are ever reserved but unused.
  *
  * Copy-on-write: `fork` shares every page by reference. A table whose partial last page is
@@ -102,7 +104,8 @@ class paged_kv_store {
         alloc_(config.num_pages),
         tables_(checked_tables(config), config.num_pages / block_table_set::chunk_capacity +
                                             checked_tables(config) + 64),
-        seqs_(static_cast<std::size_t>(config.max_sequences)) {
+        seqs_(static_cast<std::size_t>(config.max_sequences)),
+        compacted_at_(static_cast<std::size_t>(tables_.num_tables()), 0) {
     free_slots_.reserve(seqs_.size());
     for (auto i = static_cast<std::int32_t>(seqs_.size()) - 1; i >= 0; --i) free_slots_.push_back(i);
     pending_.reserve(static_cast<std::size_t>(tables_.num_tables()));
@@ -141,6 +144,7 @@ class paged_kv_store {
       const std::int32_t g = global_table(id, t);
       tables_.shrink(g, 0, [&](page_id p) { drop(p); });
       tables_.set_tokens(g, 0);
+      compacted_at_[static_cast<std::size_t>(g)] = 0;
     }
     s.live = false;
     s.length = 0;
@@ -159,6 +163,7 @@ class paged_kv_store {
       const std::int32_t src = global_table(parent, t);
       const std::int32_t dst = global_table(*child, t);
       tables_.copy_table(dst, src);
+      compacted_at_[static_cast<std::size_t>(dst)] = compacted_at_[static_cast<std::size_t>(src)];
       tables_.for_each_page(dst, [&](page_id pg) { alloc_.add_ref(pg); });
     }
     seqs_[child->index].length = p.length;
@@ -174,8 +179,13 @@ class paged_kv_store {
   }
 
   /// @brief Shortens the sequence to `length` tokens (speculative-decoding rollback, beam
-  /// pruning); pages past it are dropped.
-  /// @throws kvcache::error out_of_range when `length` is negative or beyond the sequence.
+  /// pruning); pages past it are dropped. A compacted table (`try_compact`) holds the positions
+  /// appended since its last compaction as its last rows, one per position: it drops the rows of
+  /// positions >= length. Rolling a table back to before its last compaction cannot be done (its
+  /// kept rows are no longer in position order): that throws, and nothing changes.
+  /// @throws kvcache::error out_of_range when `length` is negative or beyond the sequence;
+  /// invalid_argument when `length` is below the length at which one of the sequence's tables
+  /// was last compacted (naming the table).
   void truncate(seq_id id, std::int64_t length) {
     auto& s = seq(id);
     KVCACHE_EXPECTS(length >= 0 && length <= s.length, errc::out_of_range,
@@ -183,8 +193,16 @@ class paged_kv_store {
                     s.length, length);
     for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
       const std::int32_t g = global_table(id, t);
-      // A compacted table (try_compact) holds fewer rows than the sequence's length.
-      const std::int64_t rows = std::min(tables_.tokens(g), length);
+      KVCACHE_EXPECTS(length >= compacted_at_[static_cast<std::size_t>(g)], errc::invalid_argument,
+                      "paged_kv_store: cannot truncate sequence {} to {} tokens: its table {} was "
+                      "compacted at length {}, and the rows it kept before that are not in "
+                      "position order",
+                      id.index, length, t, compacted_at_[static_cast<std::size_t>(g)]);
+    }
+    for (std::int32_t t = 0; t < tables_per_seq_; ++t) {
+      const std::int32_t g = global_table(id, t);
+      // the positions [length, s.length) are the table's last rows
+      const std::int64_t rows = tables_.tokens(g) - (s.length - length);
       tables_.shrink(g, pages_for(rows), [&](page_id p) { drop(p); });
       tables_.set_tokens(g, rows);
     }
@@ -444,6 +462,7 @@ class paged_kv_store {
     }
     tables_.shrink(g, new_pages, [&](page_id p) { drop(p); });
     tables_.set_tokens(g, m);
+    compacted_at_[static_cast<std::size_t>(g)] = seqs_[id.index].length;
     return true;
   }
 
@@ -535,9 +554,15 @@ class paged_kv_store {
                           "released slot {} table {} holds {} pages", i, t, tables_.pages(g));
           continue;
         }
-        KVCACHE_EXPECTS(tables_.tokens(g) <= s.length, errc::logic_error,
-                        "sequence {} table {} holds {} tokens, the sequence {}", i, t,
-                        tables_.tokens(g), s.length);
+        // a table never compacted holds every position; a compacted one at most all of them and
+        // at least those appended since its compaction
+        const std::int64_t since = compacted_at_[static_cast<std::size_t>(g)];
+        KVCACHE_EXPECTS(since == 0 ? tables_.tokens(g) == s.length
+                                   : (tables_.tokens(g) <= s.length &&
+                                      tables_.tokens(g) >= s.length - since),
+                        errc::logic_error,
+                        "sequence {} table {} holds {} tokens, the sequence {} (compacted at {})",
+                        i, t, tables_.tokens(g), s.length, since);
         KVCACHE_EXPECTS(tables_.pages(g) == pages_for(tables_.tokens(g)), errc::logic_error,
                         "sequence {} table {}: {} pages for {} tokens", i, t, tables_.pages(g),
                         tables_.tokens(g));
@@ -627,6 +652,7 @@ class paged_kv_store {
   std::int32_t live_ = 0;
   std::int64_t cow_copies_ = 0;
   std::function<void(std::int32_t)> reclaimer_;
+  std::vector<std::int64_t> compacted_at_;  ///< per table: the sequence length at its last compaction (0: never)
   std::vector<page_id> compact_pages_;  // scratch of try_compact: the table's pages before it
 };
 

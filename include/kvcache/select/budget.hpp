@@ -246,13 +246,18 @@ class adaptive_heads {
       std::sort(sorted_.begin(), sorted_.end(), std::greater<>());
       out[h] = static_cast<std::int64_t>(g);
       given += out[h];
-      for (std::size_t i = g; i < n; ++i) pool_.push_back({sorted_[i], static_cast<std::int32_t>(h)});
+      for (std::size_t i = g; i < n; ++i) {
+        pool_.push_back({sorted_[i], static_cast<std::int32_t>(h), static_cast<std::int64_t>(i)});
+      }
       off += n;
     }
     const std::int64_t rest = goal - given;
     if (rest > 0) {
       const auto better = [](const entry& a, const entry& b) {
-        return a.score > b.score || (a.score == b.score && a.head < b.head);
+        // ties (protected tokens, integer scores) go round robin over the heads: first the
+        // better-ranked token within its head, then the lower head
+        return a.score > b.score ||
+               (a.score == b.score && (a.rank < b.rank || (a.rank == b.rank && a.head < b.head)));
       };
       std::nth_element(pool_.begin(), pool_.begin() + (rest - 1), pool_.end(), better);
       for (std::int64_t i = 0; i < rest; ++i) ++out[static_cast<std::size_t>(pool_[static_cast<std::size_t>(i)].head)];
@@ -263,6 +268,7 @@ class adaptive_heads {
   struct entry {
     float score;
     std::int32_t head;
+    std::int64_t rank;  ///< position in its head's descending order
   };
   double alpha_;
   uniform_budget uniform_;
@@ -283,6 +289,8 @@ template <budget_policy B, selection_policy P>
 void head_budgets_of(B& b, std::span<P> heads, std::int64_t layer_total,
                      std::span<std::int64_t> out, std::vector<std::int64_t>& sizes,
                      std::vector<float>& scores) {
+  KVCACHE_EXPECTS(!heads.empty() && out.size() == heads.size(), errc::shape_mismatch,
+                  "head_budgets_of: {} heads, {} outputs", heads.size(), out.size());
   sizes.resize(heads.size());
   std::int64_t sum = 0;
   for (std::size_t h = 0; h < heads.size(); ++h) {

@@ -22,6 +22,8 @@ namespace kvcache {
 
 class key_norm : public detail::policy_base<key_norm> {
  public:
+  /// `append` must be given each token's key norm (checked before anything changes).
+  static constexpr bool requires_key_norms = true;
   key_norm() = default;
   [[nodiscard]] std::int64_t prefill_queries() const noexcept { return 0; }
   void scores(std::int64_t /*budget*/, std::span<float> out) const {
@@ -34,9 +36,7 @@ class key_norm : public detail::policy_base<key_norm> {
     norm_.clear();
     norm_.reserve(static_cast<std::size_t>(capacity));
   }
-  void on_append(std::int64_t n, std::span<const float> key_norms) {
-    KVCACHE_EXPECTS(n == 0 || !key_norms.empty(), errc::invalid_argument,
-                    "key_norm: append of {} tokens without their key norms", n);
+  void on_append(std::int64_t, std::span<const float> key_norms) {
     norm_.insert(norm_.end(), key_norms.begin(), key_norms.end());
   }
   void on_retain(std::span<const std::int64_t> keep) { detail::compact_in_place(norm_, keep); }

@@ -80,6 +80,10 @@ class policy_base {
     KVCACHE_EXPECTS(n >= 0 && (key_norms.empty() || key_norms.size() == static_cast<std::size_t>(n)),
                     errc::shape_mismatch, "append: {} tokens with {} key norms", n,
                     key_norms.size());
+    if constexpr (requires { Derived::requires_key_norms; }) {  // checked before any change
+      KVCACHE_EXPECTS(n == 0 || !key_norms.empty(), errc::invalid_argument,
+                      "key_norm: append of {} tokens without their key norms", n);
+    }
     for (std::int64_t i = 0; i < n; ++i) pos_.push_back(next_++);
     self().on_append(n, key_norms);
   }
