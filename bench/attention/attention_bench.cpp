@@ -27,6 +27,8 @@
 #ifdef KVCACHE_HAS_CUDA
 #include <cuda_runtime_api.h>
 
+#include "gpu_reference.hpp"
+
 #include "kvcache/core/cuda_error.hpp"
 #include "kvcache/core/numeric.hpp"
 #include "kvcache/memory/buffer.hpp"
@@ -43,38 +45,10 @@ constexpr std::int32_t kKvHeads = 8;
 constexpr std::int32_t kHeadDim = 128;
 
 #ifdef KVCACHE_HAS_CUDA
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda_device_count() > 0) return false;
-  state.SkipWithError("no CUDA device");
-  for (auto _ : state) {
-  }
-  return true;
-}
+using kvbench::skip_without_gpu;
 
 /// Copy rate (bytes read + written per second) of a 1 GiB D2D cudaMemcpyAsync, median of 9.
-double memcpy_rate() {
-  static const double rate = [] {
-    const std::size_t bytes = std::size_t{1} << 30;
-    buffer<std::byte, cuda_space> a(bytes), b(bytes);
-    stream s;
-    const auto st = static_cast<cudaStream_t>(s.view().handle());
-    KVCACHE_CUDA_TRY(cudaMemsetAsync(a.data(), 1, bytes, st));
-    for (int i = 0; i < 3; ++i)
-      KVCACHE_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, st));
-    std::vector<double> runs;
-    event start, stop;
-    for (int i = 0; i < 9; ++i) {
-      start.record(s);
-      KVCACHE_CUDA_TRY(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, st));
-      stop.record(s);
-      stop.synchronize();
-      runs.push_back(static_cast<double>(event::elapsed_ms(start, stop)) / 1e3);
-    }
-    std::sort(runs.begin(), runs.end());
-    return static_cast<double>(2 * bytes) / runs[runs.size() / 2];
-  }();
-  return rate;
-}
+double memcpy_rate() { return kvbench::memcpy_rate(std::int64_t{2} << 30); }
 
 /// `n` bytes of random f16 rows on the device (an 8 MiB random block repeated).
 void fill_random_f16(std::byte* dst, std::size_t n, std::uint64_t seed) {
