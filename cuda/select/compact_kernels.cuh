@@ -27,6 +27,22 @@ struct compact_params {
   std::byte* scratch = nullptr;  // [n][arrays][heads][2][row_bytes]
 };
 
+/// The pool part of the parameters (moves, n and scratch left to the caller).
+inline compact_params compact_params_of(const paged_kv_view& pool) {
+  compact_params p;
+  p.pool = pool.data;
+  p.layer_stride = pool.layer_stride_bytes;
+  p.v_off = pool.v_offset_bytes;
+  p.page_bytes = pool.page_bytes;
+  p.row_bytes = pool.row_bytes();
+  p.slots = static_cast<std::int64_t>(pool.num_pages) * pool.page_size;
+  p.page_size = pool.page_size;
+  p.heads = pool.heads_per_page;
+  p.arrays = pool.layer_stride_bytes != 0 ? pool.layers : 1;
+  p.nhd = pool.order == kv_order::nhd;
+  return p;
+}
+
 /// Gathers every source row into scratch, then scatters to the destinations (two launches).
 cudaError_t launch_compact_kv(const compact_params& p, cudaStream_t s);
 

@@ -36,17 +36,7 @@ void compact_kv_cuda(const paged_kv_view& pool, const slot_move* moves, std::int
                       moves[i].src, moves[i].dst, slots);
     }
   }
-  detail::compact_params p;
-  p.pool = pool.data;
-  p.layer_stride = pool.layer_stride_bytes;
-  p.v_off = pool.v_offset_bytes;
-  p.page_bytes = pool.page_bytes;
-  p.row_bytes = pool.row_bytes();
-  p.slots = slots;
-  p.page_size = pool.page_size;
-  p.heads = pool.heads_per_page;
-  p.arrays = pool.layer_stride_bytes != 0 ? pool.layers : 1;
-  p.nhd = pool.order == kv_order::nhd;
+  detail::compact_params p = detail::compact_params_of(pool);
   p.moves = moves;
   p.n = n;
   p.scratch = scratch;

@@ -139,17 +139,7 @@ void compact_kv_segments_cuda(const paged_kv_view& pool, const slot_move* moves,
   KVCACHE_EXPECTS(std::int64_t{arrays} * pool.heads_per_page * 2 * pool.row_bytes() < (std::int64_t{1} << 32),
                   errc::invalid_argument, "{}: {} bytes per moved slot exceed 4 GiB", who,
                   std::int64_t{arrays} * pool.heads_per_page * 2 * pool.row_bytes());
-  detail::compact_params p;
-  p.pool = pool.data;
-  p.layer_stride = pool.layer_stride_bytes;
-  p.v_off = pool.v_offset_bytes;
-  p.page_bytes = pool.page_bytes;
-  p.row_bytes = pool.row_bytes();
-  p.slots = slots;
-  p.page_size = pool.page_size;
-  p.heads = pool.heads_per_page;
-  p.arrays = arrays;
-  p.nhd = pool.order == kv_order::nhd;
+  detail::compact_params p = detail::compact_params_of(pool);
   p.moves = moves;
   p.n = n;
   KVCACHE_CUDA_TRY(detail::launch_compact_kv_segments(p, seg_off, segments,
