@@ -124,6 +124,8 @@ TEST_CASE("policies reject malformed calls", "[select]") {
   p.reset(4);
   p.append(3);
   KVTEST_REQUIRE_ERROR(p.observe(std::vector<float>(4), 1), errc::shape_mismatch, "observe");
+  KVTEST_REQUIRE_ERROR(p.observe(std::vector<float>{0.5f, std::nanf(""), 0.5f}, 1),
+                       errc::invalid_argument, "probability 1 is nan");
   KVTEST_REQUIRE_ERROR(p.retain(std::vector<std::int64_t>{1, 1}), errc::invalid_argument, "retain");
   KVTEST_REQUIRE_ERROR(p.retain(std::vector<std::int64_t>{3}), errc::invalid_argument, "retain");
   KVTEST_REQUIRE_ERROR(snapkv(4, 2), errc::invalid_argument, "kernel");

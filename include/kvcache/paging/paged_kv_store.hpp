@@ -442,6 +442,8 @@ class paged_kv_store {
     }
     if (fresh > alloc_.free_count() && reclaimer_) reclaimer_(fresh - alloc_.free_count());
     if (fresh > alloc_.free_count()) return false;
+    // every move is reserved before anything changes: pushing cannot throw after the table does
+    moves_out.reserve(moves_out.size() + static_cast<std::size_t>(m));
     const auto old_slot = [&](std::int64_t row) {
       return static_cast<std::int64_t>(compact_pages_[static_cast<std::size_t>(row / ps)]) * ps +
              row % ps;

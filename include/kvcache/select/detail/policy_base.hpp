@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <numeric>
@@ -96,6 +97,7 @@ class policy_base {
                     errc::shape_mismatch,
                     "observe_prefill: {} probabilities for {} queries x {} heads x {} tokens",
                     probs.size(), queries, heads, size());
+    check_finite(probs, "observe_prefill");
     if (queries > 0) self().on_prefill(probs, queries, heads);
   }
   /// @brief One decode step's attention, `[heads][size()]`.
@@ -104,6 +106,7 @@ class policy_base {
                                                       static_cast<std::size_t>(size()),
                     errc::shape_mismatch, "observe: {} probabilities for {} heads x {} tokens",
                     probs.size(), heads, size());
+    check_finite(probs, "observe");
     self().on_observe(probs, heads);
   }
   [[nodiscard]] std::int64_t size() const noexcept { return static_cast<std::int64_t>(pos_.size()); }
@@ -145,6 +148,15 @@ class policy_base {
   }
 
  private:
+  /// Attention probabilities must be finite (a NaN would make the ranking arbitrary, and the
+  /// host and GPU top-k order NaN differently). O(n), checked before any change.
+  static void check_finite(std::span<const float> probs, const char* who) {
+    for (std::size_t i = 0; i < probs.size(); ++i) {
+      KVCACHE_EXPECTS(std::isfinite(probs[i]), errc::invalid_argument,
+                      "{}: probability {} is {}; attention must be finite", who, i, probs[i]);
+    }
+  }
+
   Derived& self() noexcept { return static_cast<Derived&>(*this); }
   std::vector<std::int64_t> pos_;
   std::vector<std::int64_t> order_;
