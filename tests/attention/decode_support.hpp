@@ -294,4 +294,59 @@ struct quant_fixture {
   }
 };
 
+/// A batch of decode steps of a recorded text (`kvcache::quality::trace`), one layer: real keys
+/// and values as f16 pages (HND, page 16, one table per step), and the recorded query of each
+/// step's position; step t attends to positions [0, t]. Steps: the last recorded query, then
+/// every 47th position back while queries were recorded (at most 6).
+struct trace_case {
+  paged_decode_shape shape;
+  std::vector<std::int64_t> lens;
+  tables_host tables;
+  pool16 pool;
+  std::vector<std::uint16_t> q;
+
+  template <class Trace, class Layer>
+  trace_case(const Trace& tr, const Layer& layer, std::mt19937_64& rng)
+      : lens(steps_of(tr)),
+        tables(make_tables(lens, 16, pages_for(lens, 16) + 3, rng)),
+        pool(1, pages_for(lens, 16) + 3, 16, tr.kv_heads(), tr.head_dim(), kv_order::hnd,
+             dtype::f16) {
+    const std::int32_t kvh = tr.kv_heads(), qh = tr.q_heads(), d = tr.head_dim(), ps = 16;
+    shape = paged_decode_shape{static_cast<std::int32_t>(lens.size()), qh, kvh, d, ps, 0, dtype::f16};
+    for (std::size_t b = 0; b < lens.size(); ++b) {
+      for (std::int64_t tok = 0; tok < lens[b]; ++tok) {
+        const std::int32_t page = tables.indices[static_cast<std::size_t>(tables.indptr[b] + tok / ps)];
+        for (std::int32_t h = 0; h < kvh; ++h) {
+          const auto k = tr.key(layer, tok, h);
+          const auto v = tr.value(layer, tok, h);
+          std::uint16_t* kr = pool.row(false, 0, page, static_cast<std::int32_t>(tok % ps), h);
+          std::uint16_t* vr = pool.row(true, 0, page, static_cast<std::int32_t>(tok % ps), h);
+          for (std::int32_t c = 0; c < d; ++c) {
+            kr[c] = bits_of(k[static_cast<std::size_t>(c)], dtype::f16);
+            vr[c] = bits_of(v[static_cast<std::size_t>(c)], dtype::f16);
+          }
+        }
+      }
+    }
+    q.resize(lens.size() * static_cast<std::size_t>(qh) * static_cast<std::size_t>(d));
+    for (std::size_t b = 0; b < lens.size(); ++b) {
+      for (std::int32_t h = 0; h < qh; ++h) {
+        const auto row = tr.query(layer, lens[b] - 1, h);
+        for (std::int32_t c = 0; c < d; ++c) {
+          q[(b * static_cast<std::size_t>(qh) + static_cast<std::size_t>(h)) * static_cast<std::size_t>(d) +
+            static_cast<std::size_t>(c)] = bits_of(row[static_cast<std::size_t>(c)], dtype::f16);
+        }
+      }
+    }
+  }
+
+ private:
+  template <class Trace>
+  static std::vector<std::int64_t> steps_of(const Trace& tr) {
+    std::vector<std::int64_t> l;
+    for (std::int64_t t = tr.tokens() - 1; t >= tr.q_first() && l.size() < 6; t -= 47) l.push_back(t + 1);
+    return l;
+  }
+};
+
 }  // namespace kvtest
