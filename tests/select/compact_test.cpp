@@ -311,3 +311,39 @@ TEST_CASE("32k tokens, head-wise budgets at 20%: pages really freed", "[select][
   REQUIRE(static_cast<double>(used - T) <= 0.22 * static_cast<double>(full_pages));
   REQUIRE(max_b > min_b);  // head-wise budgets really differ
 }
+
+TEST_CASE("positional_rows: the leading rows a prefix index may still take", "[select][compact]") {
+  store_config cfg;
+  cfg.layout = kv_layout{.layers = 2, .kv_heads = 1, .q_heads = 1, .head_dim = 8, .page_size = 16};
+  cfg.num_pages = 64;
+  cfg.max_sequences = 4;
+  paged_kv_store<host_space, per_layer> store(cfg);
+  const seq_id id = store.create();
+  REQUIRE(store.try_append(id, 100));
+  CHECK(store.positional_rows(id, 0) == 100);
+  CHECK(store.positional_pages(id, 0) == 6);
+  std::vector<std::int64_t> keep;
+  for (std::int64_t i = 0; i < 40; ++i) keep.push_back(i);  // rows 0..39 stay in place
+  for (std::int64_t i = 50; i < 100; i += 5) keep.push_back(i);
+  std::vector<slot_move> moves;
+  REQUIRE(store.try_compact(id, 0, keep, moves));
+  CHECK(store.positional_rows(id, 0) == 40);
+  CHECK(store.positional_pages(id, 0) == 2);
+  CHECK(store.positional_rows(id, 1) == 100);  // the other layer's table was not compacted
+  // a second compaction that moves row 20 lowers it; appends never raise it
+  keep.clear();
+  for (std::int64_t i = 0; i < 20; ++i) keep.push_back(i);
+  for (std::int64_t i = 21; i < 50; ++i) keep.push_back(i);
+  REQUIRE(store.try_compact(id, 0, keep, moves));
+  REQUIRE(store.try_append(id, 30));
+  CHECK(store.positional_rows(id, 0) == 20);
+  CHECK(store.positional_pages(id, 0) == 1);
+  // a fork inherits it; a released slot starts over
+  const seq_id f = store.fork(id);
+  CHECK(store.positional_rows(f, 0) == 20);
+  store.release(id);
+  store.release(f);
+  const seq_id n = store.create();
+  REQUIRE(store.try_append(n, 10));
+  CHECK(store.positional_rows(n, 0) == 10);
+}

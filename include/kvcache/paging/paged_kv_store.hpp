@@ -105,7 +105,8 @@ class paged_kv_store {
         tables_(checked_tables(config), config.num_pages / block_table_set::chunk_capacity +
                                             checked_tables(config) + 64),
         seqs_(static_cast<std::size_t>(config.max_sequences)),
-        compacted_at_(static_cast<std::size_t>(tables_.num_tables()), 0) {
+        compacted_at_(static_cast<std::size_t>(tables_.num_tables()), 0),
+        positional_rows_(static_cast<std::size_t>(tables_.num_tables()), kAllRows) {
     free_slots_.reserve(seqs_.size());
     for (auto i = static_cast<std::int32_t>(seqs_.size()) - 1; i >= 0; --i) free_slots_.push_back(i);
     pending_.reserve(static_cast<std::size_t>(tables_.num_tables()));
@@ -145,6 +146,7 @@ class paged_kv_store {
       tables_.shrink(g, 0, [&](page_id p) { drop(p); });
       tables_.set_tokens(g, 0);
       compacted_at_[static_cast<std::size_t>(g)] = 0;
+      positional_rows_[static_cast<std::size_t>(g)] = kAllRows;
     }
     s.live = false;
     s.length = 0;
@@ -164,6 +166,7 @@ class paged_kv_store {
       const std::int32_t dst = global_table(*child, t);
       tables_.copy_table(dst, src);
       compacted_at_[static_cast<std::size_t>(dst)] = compacted_at_[static_cast<std::size_t>(src)];
+      positional_rows_[static_cast<std::size_t>(dst)] = positional_rows_[static_cast<std::size_t>(src)];
       tables_.for_each_page(dst, [&](page_id pg) { alloc_.add_ref(pg); });
     }
     seqs_[child->index].length = p.length;
@@ -465,6 +468,12 @@ class paged_kv_store {
     tables_.shrink(g, new_pages, [&](page_id p) { drop(p); });
     tables_.set_tokens(g, m);
     compacted_at_[static_cast<std::size_t>(g)] = seqs_[id.index].length;
+    {  // rows still holding their own position: the leading rows every compaction kept in place
+      std::int64_t same = 0;
+      while (same < m && keep[static_cast<std::size_t>(same)] == same) ++same;
+      auto& pr = positional_rows_[static_cast<std::size_t>(g)];
+      pr = std::min(pr, same);
+    }
     return true;
   }
 
@@ -482,6 +491,19 @@ class paged_kv_store {
   [[nodiscard]] std::int64_t table_tokens(seq_id id, std::int32_t t) const {
     (void)seq(id);
     return tables_.tokens(global_table(id, t));
+  }
+  /// @brief Leading rows of table t that still hold their own position (row i = token i): all
+  /// of them for a table never compacted, else the rows every compaction kept in place. Only
+  /// pages entirely inside them hold tokens in position order, so only those may be given to a
+  /// prefix index (`positional_pages`). O(1).
+  [[nodiscard]] std::int64_t positional_rows(seq_id id, std::int32_t t) const {
+    (void)seq(id);
+    const std::int32_t g = global_table(id, t);
+    return std::min(positional_rows_[static_cast<std::size_t>(g)], tables_.tokens(g));
+  }
+  /// @brief Leading full pages of table t in position order (see `positional_rows`).
+  [[nodiscard]] std::int32_t positional_pages(seq_id id, std::int32_t t) const {
+    return static_cast<std::int32_t>(positional_rows(id, t) / layout_.page_size);
   }
   /// @brief Calls f(page_id) for each page of table t of the sequence, in order.
   template <class F>
@@ -655,6 +677,8 @@ class paged_kv_store {
   std::int64_t cow_copies_ = 0;
   std::function<void(std::int32_t)> reclaimer_;
   std::vector<std::int64_t> compacted_at_;  ///< per table: the sequence length at its last compaction (0: never)
+  static constexpr std::int64_t kAllRows = INT64_MAX;
+  std::vector<std::int64_t> positional_rows_;  ///< per table: leading rows that hold their own position
   std::vector<page_id> compact_pages_;  // scratch of try_compact: the table's pages before it
 };
 
