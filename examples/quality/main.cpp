@@ -30,11 +30,21 @@ namespace kq = kvcache::quality;
 
 namespace {
 
-constexpr const char* default_configs =
-    "full,window:0.5,window:0.25,window:0.1,random:0.5,random:0.25,random:0.1,"
-    // quantizers, and the eviction baselines at their bytes (head_dim 64, 1024 tokens)
-    "quant:int8,quant:fp8,quant:kivi4,quant:kivi4_token_keys,quant:kivi2,quant:kivi2_token_keys,"
-    "window:0.531,random:0.531,window:0.378,random:0.378,window:0.265,random:0.265";
+// The default table: the baselines; the quantizers next to the eviction baselines at their bytes
+// (head_dim 64, 1024 tokens); every selection policy under every budget at 50%, 25% and 10%.
+const std::string default_configs = [] {
+  std::string c =
+      "full,window:0.5,window:0.25,window:0.1,random:0.5,random:0.25,random:0.1,"
+      "quant:int8,quant:fp8,quant:kivi4,quant:kivi4_token_keys,quant:kivi2,"
+      "quant:kivi2_token_keys,window:0.531,random:0.531,window:0.378,random:0.378,window:0.265,"
+      "random:0.265";
+  for (const char* budget : {"", "pyramid-", "adakv-"}) {
+    for (const char* policy : {"streaming", "h2o", "snapkv", "scissorhands", "tova", "knorm"}) {
+      for (const char* ratio : {"0.5", "0.25", "0.1"}) c += fmt::format(",{}{}:{}", budget, policy, ratio);
+    }
+  }
+  return c;
+}();
 
 std::string default_traces() {
   const std::string dir = KVCACHE_QUALITY_DATA_DIR;
