@@ -91,6 +91,25 @@ void check_decode_args(const paged_decode_plan& plan, const paged_decode_args& a
   }
 }
 
+namespace {
+/// What every pool (f16 or quantized) must agree on with the plan.
+void check_pool_shape(const paged_decode_shape& s, std::int32_t head_dim, std::int32_t page_size,
+                      std::int32_t heads_per_page, std::int32_t layers, std::int32_t layer,
+                      const char* who) {
+  KVCACHE_EXPECTS(head_dim == s.head_dim, errc::shape_mismatch,
+                  "{}: the pool's head_dim {} is not the plan's {}", who, head_dim, s.head_dim);
+  KVCACHE_EXPECTS(page_size == s.page_size, errc::shape_mismatch,
+                  "{}: the pool's page_size {} is not the plan's {}", who, page_size, s.page_size);
+  const std::int32_t hpp = s.table_head_stride == 0 ? s.num_kv_heads : 1;
+  KVCACHE_EXPECTS(heads_per_page == hpp, errc::shape_mismatch,
+                  "{}: the pool's pages hold {} heads; {} kv heads with table_head_stride {} need "
+                  "{}",
+                  who, heads_per_page, s.num_kv_heads, s.table_head_stride, hpp);
+  KVCACHE_EXPECTS(layer < layers, errc::out_of_range, "{}: layer {} is outside the pool's {}",
+                  who, layer, layers);
+}
+}  // namespace
+
 void check_decode_pool(const paged_decode_plan& plan, const paged_kv_view& kv, std::int32_t layer,
                        const char* who) {
   const paged_decode_shape& s = plan.shape;
@@ -99,18 +118,7 @@ void check_decode_pool(const paged_decode_plan& plan, const paged_kv_view& kv, s
   KVCACHE_EXPECTS((kv.type == dtype::f16 || kv.type == dtype::bf16) && kv.elem_bytes == 2,
                   errc::dtype_mismatch, "{}: pages of {} ({} bytes): f16 or bf16 pages needed", who,
                   name_of(kv.type), kv.elem_bytes);
-  KVCACHE_EXPECTS(kv.head_dim == s.head_dim, errc::shape_mismatch,
-                  "{}: the pool's head_dim {} is not the plan's {}", who, kv.head_dim, s.head_dim);
-  KVCACHE_EXPECTS(kv.page_size == s.page_size, errc::shape_mismatch,
-                  "{}: the pool's page_size {} is not the plan's {}", who, kv.page_size,
-                  s.page_size);
-  const std::int32_t hpp = s.table_head_stride == 0 ? s.num_kv_heads : 1;
-  KVCACHE_EXPECTS(kv.heads_per_page == hpp, errc::shape_mismatch,
-                  "{}: the pool's pages hold {} heads; {} kv heads with table_head_stride {} need "
-                  "{}",
-                  who, kv.heads_per_page, s.num_kv_heads, s.table_head_stride, hpp);
-  KVCACHE_EXPECTS(layer < kv.layers, errc::out_of_range, "{}: layer {} is outside the pool's {}",
-                  who, layer, kv.layers);
+  check_pool_shape(s, kv.head_dim, kv.page_size, kv.heads_per_page, kv.layers, layer, who);
 }
 
 namespace {
@@ -134,18 +142,8 @@ void check_decode_pool(const paged_decode_plan& plan, const quantized_kv_view& k
   const paged_decode_shape& s = plan.shape;
   KVCACHE_EXPECTS(kv.data != nullptr && kv.num_pages >= 1, errc::invalid_argument,
                   "{}: empty quantized pool ({} pages)", who, kv.num_pages);
-  KVCACHE_EXPECTS(kv.head_dim == s.head_dim, errc::shape_mismatch,
-                  "{}: the pool's head_dim {} is not the plan's {}", who, kv.head_dim, s.head_dim);
-  KVCACHE_EXPECTS(kv.page_size == s.page_size, errc::shape_mismatch,
-                  "{}: the pool's page_size {} is not the plan's {}", who, kv.page_size,
-                  s.page_size);
-  const std::int32_t hpp = s.table_head_stride == 0 ? s.num_kv_heads : 1;
-  KVCACHE_EXPECTS(kv.heads_per_page == hpp, errc::shape_mismatch,
-                  "{}: the pool's pages hold {} heads; {} kv heads with table_head_stride {} need "
-                  "{}",
-                  who, kv.heads_per_page, s.num_kv_heads, s.table_head_stride, hpp);
-  KVCACHE_EXPECTS(layer < kv.layers, errc::out_of_range, "{}: layer {} is outside the pool's {}",
-                  who, layer, kv.layers);
+  check_pool_shape(s, kv.head_dim, kv.page_size, kv.heads_per_page, kv.layers, layer, who);
+  const std::int32_t hpp = kv.heads_per_page;  // checked above
   if (gpu) {
     KVCACHE_EXPECTS(gpu_format_ok(kv.format), errc::not_supported,
                     "{}: the kernels do not read keys {} ({} bits, group {}) with values {} ({} "
