@@ -42,6 +42,11 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   const int size = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(size));
 }
+/// 16 bytes into shared memory of which the first `bytes` (0..16) come from gmem, the rest zeros.
+__device__ __forceinline__ void cp_async16n(void* smem, const void* gmem, int bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   const int size = valid ? 4 : 0;
@@ -621,7 +626,7 @@ cudaError_t qdecode_prepare() {
     cudaError_t r = cudaFuncSetAttribute(qdecode_kernel<D, F>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          qring<D, F>::smem_bytes);
-    if (r == cudaSuccess && qring<D, F>::on) {
+    if (r == cudaSuccess) {
       r = cudaFuncSetAttribute(qdecode_kernel<D, F>,
                                cudaFuncAttributePreferredSharedMemoryCarveout,
                                cudaSharedmemCarveoutMaxShared);

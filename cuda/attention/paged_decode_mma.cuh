@@ -74,6 +74,23 @@ __device__ __forceinline__ void load_words(const std::byte* p, bool ok, unsigned
   }
 }
 
+/// N bytes (2, 4, 8 or 16) of shared memory at p into words w.
+template <int N>
+__device__ __forceinline__ void lds_words(const unsigned char* p, unsigned* w) {
+  if constexpr (N == 16) {
+    const uint4 a = *reinterpret_cast<const uint4*>(p);
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+  } else if constexpr (N == 8) {
+    const uint2 a = *reinterpret_cast<const uint2*>(p);
+    w[0] = a.x; w[1] = a.y;
+  } else if constexpr (N == 4) {
+    w[0] = *reinterpret_cast<const unsigned*>(p);
+  } else {
+    static_assert(N == 2, "lds_words: 2, 4, 8 or 16 bytes");
+    w[0] = *reinterpret_cast<const unsigned short*>(p);
+  }
+}
+
 template <int D, int F>
 struct qtraits {
   static constexpr bool kivi = F >= 4;
@@ -96,21 +113,13 @@ struct qtraits {
   __device__ static constexpr int pair_hi(int P) { return bits == 8 ? 2 * P + 1 : pair_lo(P) + half; }
 };
 
-/// KIVI group {min, scale} (f16 bits, min low) for which one f16 FMA gives the host's bits.
+/// KIVI group {min, scale} (f16 bits, min low) whose top code decodes below the f16 maximum,
+/// so that the f16 FMA of kivi_pair needs no clamp.
 template <int Bits>
-__device__ __forceinline__ bool kivi_fast_ok(unsigned m) {
-  const unsigned mn = m & 0xFFFFu, sc = m >> 16;
-  if ((mn & 0x7FFFu) == 0 || sc == 0) {
-    // min + code * scale is a single exact term
-  } else {
-    const int emn = max(static_cast<int>((mn >> 10) & 31u), 1);
-    const int esc = max(static_cast<int>((sc >> 10) & 31u), 1);
-    const int d = emn - esc;
-    if (d > 12 || -d > (Bits == 2 ? 10 : 8)) return false;
-  }
-  const float top = __half2float(__ushort_as_half(static_cast<unsigned short>(mn))) +
+__device__ __forceinline__ bool kivi_top_ok(unsigned m) {
+  const float top = __half2float(__ushort_as_half(static_cast<unsigned short>(m & 0xFFFFu))) +
                     static_cast<float>((1 << Bits) - 1) *
-                        __half2float(__ushort_as_half(static_cast<unsigned short>(sc)));
+                        __half2float(__ushort_as_half(static_cast<unsigned short>(m >> 16)));
   return top <= 65504.0f;
 }
 
@@ -124,23 +133,18 @@ __device__ __forceinline__ unsigned code_pair(unsigned w, int s) {
   return r;  // (x & mask) | magic
 }
 
-/// KIVI decode of a code pair (see code_pair) with f16x2 {scale} and {min}.
-template <bool Fast>
+/// KIVI decode of a code pair (see code_pair) with f16x2 {scale} and {min}: one f16 FMA (a single
+/// rounding of the exact min + code * scale); Clamp: then min(., 65504) as the host does.
+template <bool Clamp>
 __device__ __forceinline__ unsigned kivi_pair(unsigned codes, unsigned scale2, unsigned min2) {
-  if constexpr (Fast) {
-    const __half2 c = __hsub2(*reinterpret_cast<const __half2*>(&codes),
-                              __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)));
-    const __half2 r = __hfma2(c, *reinterpret_cast<const __half2*>(&scale2),
-                              *reinterpret_cast<const __half2*>(&min2));
-    return *reinterpret_cast<const unsigned*>(&r);
-  } else {
-    const float2 c = __half22float2(*reinterpret_cast<const __half2*>(&codes));
-    const float2 s = __half22float2(*reinterpret_cast<const __half2*>(&scale2));
-    const float2 m = __half22float2(*reinterpret_cast<const __half2*>(&min2));
-    const float lo = fminf(__fmaf_rn(c.x - 1024.0f, s.x, m.x), 65504.0f);
-    const float hi = fminf(__fmaf_rn(c.y - 1024.0f, s.y, m.y), 65504.0f);
-    return pack_f16x2(lo, hi);
+  const __half2 c = __hsub2(*reinterpret_cast<const __half2*>(&codes),
+                            __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)));
+  __half2 r = __hfma2(c, *reinterpret_cast<const __half2*>(&scale2),
+                      *reinterpret_cast<const __half2*>(&min2));
+  if constexpr (Clamp) {
+    r = __hmin2(r, __halves2half2(__ushort_as_half(0x7BFF), __ushort_as_half(0x7BFF)));
   }
+  return *reinterpret_cast<const unsigned*>(&r);
 }
 
 /// 8-bit decode of bytes 2j, 2j + 1 of w with the f32 scale s: f16 bits of the two values.
@@ -181,26 +185,49 @@ struct qraw<D, F> {
   unsigned vm[4];
 };
 
-#ifndef KVCACHE_QDECODE_MIN_BLOCKS
-#define KVCACHE_QDECODE_MIN_BLOCKS 3
+/// Each warp streams its tiles through its own ring of raw stages in shared memory (cp.async), so
+/// that no raw tile waits in registers and enough bytes are in flight.
+/// 8-bit formats, a stage = one 16-token tile: K codes [16][D], V codes [16][D] (16-byte chunk c of
+/// row r at position c ^ (r % CH): conflict-free fragment reads), then the 16 K and the 16 V f32
+/// scales.
+/// KIVI, a stage = 32 tokens (two tiles) of one page and one key group: K codes [32][CR], V codes
+/// [32][CR] (row r in slot kslot(r), chunks permuted by kchunk: conflict-free fragment reads of
+/// both), the group's key {min, scale} [D] (16-byte chunk c at kmeta_pos(c)), the value {min,
+/// scale} [32][D / 32].
+#ifndef KVCACHE_KIVI2_MIN_BLOCKS
+#define KVCACHE_KIVI2_MIN_BLOCKS 3  // 4 caps the registers at 128: the KIVI-2 kernel then spills
 #endif
-
-/// 8-bit formats: each warp streams its tiles through its own ring of raw tiles in shared memory
-/// (cp.async), so that no raw tile waits in registers. A stage: K codes [16][D], V codes [16][D]
-/// (16-byte chunk c of row r at position c ^ (r % CH): conflict-free fragment reads), then the
-/// 16 K and the 16 V f32 scales.
 template <int D, int F>
 struct qring {
-  static constexpr bool on = F == 2 || F == 3;
-  static constexpr int CH = D / 16;  // 16-byte chunks per code row
-  static constexpr int codes = kQTile * D;
-  static constexpr int stage = 2 * codes + 2 * kQTile * 4;
+  static constexpr bool kivi = F >= 4;
+  static constexpr int bits = F == 4 ? 2 : (F == 5 ? 4 : 8);
+  static constexpr int CH = D / 16;  // 16-byte chunks per 8-bit code row
+  static constexpr int CR = D * bits / 8;  // bytes per code row
+  static constexpr int tokens = kivi ? 2 * kQTile : kQTile;  // tokens per stage
+  static constexpr int codes = tokens * CR;
+  static constexpr int kmeta = kivi ? 4 * D : 4 * kQTile;
+  static constexpr int vmeta = kivi ? tokens * (D / 32) * 4 : 4 * kQTile;
+  static constexpr int stage = 2 * codes + kmeta + vmeta;
   static constexpr int stages = 3;
   static constexpr int warp_bytes = stages * stage;
   static constexpr int red_bytes = (kThreads / 32) * kMaxSub * (D + 2) * 4;
-  static constexpr int ring_bytes = on ? (kThreads / 32) * warp_bytes : 0;
+  static constexpr int ring_bytes = (kThreads / 32) * warp_bytes;
   static constexpr int smem_bytes = ring_bytes > red_bytes ? ring_bytes : red_bytes;
-  static constexpr int min_blocks = on ? 4 : KVCACHE_QDECODE_MIN_BLOCKS;
+  static constexpr int min_blocks = F == 5 ? 3 : (F == 4 ? KVCACHE_KIVI2_MIN_BLOCKS : 4);
+  static_assert(CR % 16 == 0 && stage % 16 == 0, "qring: 16-byte chunks");
+  /// KIVI code rows: slot of row r, position of its 16-byte chunk c
+  __device__ static constexpr int kslot(int r) {
+    return CR == 32 ? r ^ ((r >> 2) & 1) : (CR == 64 ? r ^ ((r >> 1) & 1) : r);
+  }
+  __device__ static constexpr int kchunk(int c, int r) {
+    return CR == 64 ? c ^ (((r >> 2) & 1) << 1) : c;
+  }
+  /// byte b of code row r
+  __device__ static constexpr int kbyte(int r, int b) {
+    return kslot(r) * CR + kchunk(b / 16, r) * 16 + b % 16;
+  }
+  /// KIVI key metadata: position of 16-byte chunk c
+  __device__ static constexpr int kmeta_pos(int c) { return c ^ (((c >> 3) * 2) & 7); }
 };
 
 template <int D, int F>
@@ -373,57 +400,10 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     pos = tok % p.page_size;
     return layer_base + static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes;
   };
+  unsigned char* ring = qsm + warp * R::warp_bytes;
 
-  auto load = [&](qraw<D, F>& r, int t0) {
-    const int nvalid = min(kQTile, qend - t0);
-    // tokens of this lane: K rows g, g + 8; V rows 2t, 2t + 1, 2t + 8, 2t + 9
-    const std::byte* base = nullptr;
-    int pos0 = 0;
-    bool page_ok = true;
-    if (one_page) base = page_of(t0, page_ok, pos0);
-    auto tok_base = [&](int rr, bool& ok, int& pos) -> const std::byte* {
-      ok = ok && rr < nvalid;
-      if (one_page) {
-        ok = ok && page_ok;
-        pos = pos0 + rr;
-        return base;
-      }
-      return page_of(t0 + rr, ok, pos);
-    };
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      bool ok = true;
-      int pos;
-      const std::byte* hp = tok_base(g + 8 * j, ok, pos);
-      load_words<T::kbytes>(hp + static_cast<std::int64_t>(pos) * T::code_row + t * T::kbytes, ok,
-                            r.k[j]);
-      if constexpr (!T::kivi) {
-        r.ks[j] = ok ? __ldg(reinterpret_cast<const float*>(hp + p.q_key_meta_offset) + pos) : 0.0f;
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      bool ok = true;
-      int pos;
-      const std::byte* hp = tok_base(2 * t + (j & 1) + 8 * (j >> 1), ok, pos) + p.q_v_offset;
-      load_words<(T::vbytes < 2 ? 2 : T::vbytes)>(
-          hp + static_cast<std::int64_t>(pos) * T::code_row + g * T::vbytes, ok, r.v[j]);
-      if constexpr (!T::kivi) {
-        r.vs[j] = ok ? __ldg(reinterpret_cast<const float*>(hp + p.q_value_meta_offset) + pos) : 0.0f;
-      } else {
-        r.vm[j] = ok ? __ldg(reinterpret_cast<const unsigned*>(hp + p.q_value_meta_offset) +
-                             pos * (D / 32) + (g * T::VD) / 32)
-                     : 0u;
-      }
-    }
-  };
-
-  // KIVI keys: per-channel {min, scale} pairs of the current key group, as f16x2 per pair
-  [[maybe_unused]] unsigned kmin2[T::kivi ? T::KD / 2 : 1], ksc2[T::kivi ? T::KD / 2 : 1];
-  [[maybe_unused]] int kgroup = -1;
-  [[maybe_unused]] bool kfast = false;
-
-  auto consume = [&](const qraw<D, F>& r, int t0) {
+  auto consume = [&](const qraw<D, F>& r, int t0, [[maybe_unused]] const unsigned* kmin2,
+                     [[maybe_unused]] const unsigned* ksc2, [[maybe_unused]] bool clamp) {
     const int nvalid = min(kQTile, qend - t0);
     if constexpr (!T::kivi) {
       auto decK = [&](int ks, unsigned (&a)[4]) {
@@ -446,40 +426,13 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       };
       process(t0, nvalid, decK, decV);
     } else {
-      // key group metadata (once per group and warp)
-      const int grp = t0 / p.key_group;
-      if (grp != kgroup) {
-        kgroup = grp;
-        bool ok = true;
-        int pos;
-        const std::byte* hp = page_of(t0, ok, pos);
-        const std::byte* mp = hp + p.q_key_meta_offset +
-                              (static_cast<std::int64_t>(pos / p.key_group) * D + t * T::KD) * 4;
-        unsigned km[T::KD];
-#pragma unroll
-        for (int c = 0; c < T::KD / 4; ++c) load_words<16>(mp + 16 * c, ok, km + 4 * c);
-        bool fast = true;
-#pragma unroll
-        for (int P = 0; P < T::KD / 2; ++P) {
-          const unsigned lo = km[T::pair_lo(P)], hi = km[T::pair_hi(P)];
-          kmin2[P] = __byte_perm(lo, hi, 0x5410u);
-          ksc2[P] = __byte_perm(lo, hi, 0x7632u);
-          fast = fast && kivi_fast_ok<T::bits>(lo) && kivi_fast_ok<T::bits>(hi);
-        }
-        kfast = __all_sync(0xFFFFFFFFu, fast);
-      }
-      bool vfast = true;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) vfast = vfast && kivi_fast_ok<T::bits>(r.vm[j]);
-      vfast = __all_sync(0xFFFFFFFFu, vfast);
       // V: {scale}, {min} of token pairs (2t, 2t+1) and (2t+8, 2t+9)
       const unsigned vmin2[2] = {__byte_perm(r.vm[0], r.vm[1], 0x5410u),
                                  __byte_perm(r.vm[2], r.vm[3], 0x5410u)};
       const unsigned vsc2[2] = {__byte_perm(r.vm[0], r.vm[1], 0x7632u),
                                 __byte_perm(r.vm[2], r.vm[3], 0x7632u)};
-      auto run = [&](auto kf, auto vf) {
-        constexpr bool KF = decltype(kf)::value;
-        constexpr bool VF = decltype(vf)::value;
+      auto run = [&](auto cl) {
+        constexpr bool C = decltype(cl)::value;
         auto decK = [&](int ks, unsigned (&a)[4]) {
 #pragma unroll
           for (int jj = 0; jj < 2; ++jj) {
@@ -487,7 +440,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
               const unsigned c = code_pair<T::bits>(r.k[j][P / T::half], T::bits * (P % T::half));
-              a[2 * jj + j] = kivi_pair<KF>(c, ksc2[P], kmin2[P]);
+              a[2 * jj + j] = kivi_pair<C>(c, ksc2[P], kmin2[P]);
             }
           }
         };
@@ -501,37 +454,39 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const unsigned c = code_pair<T::bits>(comb, T::bits * ((d + e) % T::half));
-              a[2 * j + e] = kivi_pair<VF>(c, vsc2[j], vmin2[j]);
+              a[2 * j + e] = kivi_pair<C>(c, vsc2[j], vmin2[j]);
             }
           }
         };
         process(t0, nvalid, decK, decV);
       };
-      using yes = std::true_type;
-      using no = std::false_type;
-      if (kfast && vfast) {
-        run(yes{}, yes{});
+      if (clamp) {
+        run(std::true_type{});
       } else {
-        run(no{}, no{});
+        run(std::false_type{});
       }
     }
   };
 
-  if constexpr (R::on) {
+  if constexpr (!T::kivi) {
+    // ---- int8 / fp8: a stage per 16-token tile; warp w takes tiles 2u, 2u + 1, u = w + 4k ----
     auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
-    unsigned char* ring = qsm + warp * R::warp_bytes;
+    // page of tile j (read one tile ahead of its issue: the load's latency hides behind a tile)
+    auto tile_page = [&](int j) {
+      const int ti = tile_of(j);
+      return one_page && ti < nqt ? p.indices[pg0 + (start + kQTile * ti) / p.page_size] : 0;
+    };
     constexpr int CH = R::CH;
     constexpr int RPI = 32 / CH;  // code rows one pass of the warp copies
-    // tile at t0 into stage st: lane copies chunk lane % CH of rows lane / CH + RPI i (K and V)
-    // and one scale (lanes 0-15: K of token lane, 16-31: V of token lane - 16); rows past the
-    // tile or on a page outside the pool are zero-filled
-    auto issue = [&](int t0, int st) {
+    // tile at t0 (on page `page` when one_page) into stage st: lane copies chunk lane % CH of rows
+    // lane / CH + RPI i (K and V) and one scale (lanes 0-15: K of token lane, 16-31: V of token
+    // lane - 16); rows past the tile or on a page outside the pool are zero-filled
+    auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(kQTile, qend - t0);
-      const std::byte* base = nullptr;
-      int pos0 = 0;
-      bool page_ok = true;
-      if (one_page) base = page_of(t0, page_ok, pos0);
+      const bool page_ok = page >= 0 && page < p.q_num_pages;
+      const std::byte* base = layer_base + static_cast<std::int64_t>(page_ok ? page : 0) * p.q_page_bytes;
+      const int pos0 = t0 % p.page_size;
       auto row = [&](int rr, bool& ok, int& pos) -> const std::byte* {
         ok = rr < nvalid;
         if (one_page) {
@@ -561,7 +516,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         cp_async4(dst + 2 * R::codes + lane * 4, hp + mo + static_cast<std::int64_t>(pos) * 4, ok);
       }
     };
-    // the lane's fragments of stage st (the layout load() gives)
+    // the lane's fragments of stage st
     auto gather = [&](qraw<D, F>& r, int st) {
       const unsigned char* src = ring + st * R::stage;
       constexpr int kc = T::kbytes / 16;  // K chunks per lane and row
@@ -585,57 +540,151 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         const int byte = g * T::vbytes;  // 16 (D = 128) or 8 (D = 64) bytes
         const int c = byte / 16;
         const unsigned char* v = src + R::codes + (rr * CH + (c ^ (rr % CH))) * 16 + byte % 16;
-        if constexpr (T::vbytes == 16) {
-          const uint4 x = *reinterpret_cast<const uint4*>(v);
-          r.v[j][0] = x.x;
-          r.v[j][1] = x.y;
-          r.v[j][2] = x.z;
-          r.v[j][3] = x.w;
-        } else {
-          const uint2 x = *reinterpret_cast<const uint2*>(v);
-          r.v[j][0] = x.x;
-          r.v[j][1] = x.y;
-        }
+        lds_words<T::vbytes>(v, r.v[j]);
         r.vs[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + (kQTile + rr) * 4);
       }
     };
 #pragma unroll
     for (int s = 0; s < R::stages - 1; ++s) {
       const int ti = tile_of(s);
-      if (ti < nqt) issue(start + kQTile * ti, s);
+      if (ti < nqt) issue(start + kQTile * ti, tile_page(s), s);
       cp_async_commit();
     }
+    int next_page = tile_page(R::stages - 1);
     for (int j = 0; tile_of(j) < nqt; ++j) {
-      const int tn = tile_of(j + R::stages - 1);
+      const int jn = j + R::stages - 1;
+      const int tn = tile_of(jn);
       __syncwarp();  // every lane is done with the stage read at j - 1
-      if (tn < nqt) issue(start + kQTile * tn, (j + R::stages - 1) % R::stages);
+      if (tn < nqt) issue(start + kQTile * tn, next_page, jn % R::stages);
       cp_async_commit();
+      next_page = tile_page(jn + 1);
       cp_async_wait<R::stages - 1>();
       __syncwarp();  // the other lanes' copies of tile j are visible
       qraw<D, F> r;
       gather(r, j % R::stages);
-      consume(r, start + kQTile * tile_of(j));
+      consume(r, start + kQTile * tile_of(j), nullptr, nullptr, false);
     }
     cp_async_wait<0>();
   } else {
-    auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
-    qraw<D, F> ra, rb;
-    int j = 0;
-    int ti = tile_of(0);
-    if (ti < nqt) load(ra, start + kQTile * ti);
-    while (ti < nqt) {
-      int tn = tile_of(j + 1);
-      if (tn < nqt) load(rb, start + kQTile * tn);
-      consume(ra, start + kQTile * ti);
-      ++j;
-      ti = tn;
-      if (ti >= nqt) break;
-      tn = tile_of(j + 1);
-      if (tn < nqt) load(ra, start + kQTile * tn);
-      consume(rb, start + kQTile * ti);
-      ++j;
-      ti = tn;
+    // ---- KIVI: a stage per 32 tokens (one page, one key group); warp w takes u = w + 4k ----------
+    constexpr int CR = R::CR;
+    constexpr int CPR = CR / 16;  // chunks per code row
+    const int nqp = qend > start ? (qend - start + 2 * kQTile - 1) / (2 * kQTile) : 0;
+    auto pair_of = [&](int j) { return 4 * j + warp; };
+    auto pair_page = [&](int j) {
+      const int u = pair_of(j);
+      return u < nqp ? p.indices[pg0 + (start + 2 * kQTile * u) / p.page_size] : 0;
+    };
+    auto issue = [&](int t0, int page, int st) {
+      unsigned char* dst = ring + st * R::stage;
+      const int nvalid = min(2 * kQTile, qend - t0);
+      const bool pok = page >= 0 && page < p.q_num_pages;
+      const int pos0 = t0 % p.page_size;  // a multiple of 32: the stage is in one page
+      const std::byte* hp = layer_base + static_cast<std::int64_t>(pok ? page : 0) * p.q_page_bytes;
+      const std::byte* kc = hp + static_cast<std::int64_t>(pos0) * CR;
+#pragma unroll
+      for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
+        const int idx = lane + 32 * i;
+        const int rr = idx / CPR, c = idx % CPR;
+        const bool ok = pok && rr < nvalid;
+        const int d = R::kslot(rr) * CR + R::kchunk(c, rr) * 16;
+        cp_async16(dst + d, kc + idx * 16, ok);
+        cp_async16(dst + R::codes + d, kc + p.q_v_offset + idx * 16, ok);
+      }
+      const std::byte* km =
+          hp + p.q_key_meta_offset + static_cast<std::int64_t>(pos0 / p.key_group) * D * 4;
+#pragma unroll
+      for (int i = 0; i < (D / 4 + 31) / 32; ++i) {
+        const int c = lane + 32 * i;
+        if (c < D / 4) cp_async16(dst + 2 * R::codes + R::kmeta_pos(c) * 16, km + c * 16, pok);
+      }
+      // value metadata: D / 8 bytes per token (16: a chunk per row; 8: a chunk per two rows)
+      const std::byte* vm =
+          hp + p.q_v_offset + p.q_value_meta_offset + static_cast<std::int64_t>(pos0) * (D / 8);
+      {
+        constexpr int rows_per_chunk = 16 / (D / 8);
+        const int c = lane;
+        if (c < D / 4) {
+          const int r0 = c * rows_per_chunk;
+          const int nb = !pok ? 0 : min(16, max(0, nvalid - r0) * (D / 8));
+          cp_async16n(dst + 2 * R::codes + R::kmeta + c * 16, vm + c * 16, nb);
+        }
+      }
+    };
+    // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
+    // every top code of the stage (keys and values) decodes below the f16 maximum
+    unsigned kmin2[T::KD / 2], ksc2[T::KD / 2];
+    auto stage_meta = [&](const unsigned char* src) -> bool {
+      const unsigned char* km = src + 2 * R::codes;
+      unsigned m[T::KD];
+#pragma unroll
+      for (int c = 0; c < T::KD / 4; ++c) {
+        const uint4 x = *reinterpret_cast<const uint4*>(km + R::kmeta_pos(t * (T::KD / 4) + c) * 16);
+        m[4 * c] = x.x;
+        m[4 * c + 1] = x.y;
+        m[4 * c + 2] = x.z;
+        m[4 * c + 3] = x.w;
+      }
+#pragma unroll
+      for (int P = 0; P < T::KD / 2; ++P) {
+        const unsigned lo = m[T::pair_lo(P)], hi = m[T::pair_hi(P)];
+        kmin2[P] = __byte_perm(lo, hi, 0x5410u);
+        ksc2[P] = __byte_perm(lo, hi, 0x7632u);
+      }
+      // the overflow check, spread over the lanes: D / 32 key and D / 32 value words each
+      bool ok = true;
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) {
+        const int w = lane + 32 * i;
+        ok = ok && kivi_top_ok<T::bits>(
+                       *reinterpret_cast<const unsigned*>(km + R::kmeta_pos(w / 4) * 16 + (w % 4) * 4));
+        ok = ok && kivi_top_ok<T::bits>(
+                       *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * w));
+      }
+      return !__all_sync(0xFFFFFFFFu, ok);
+    };
+    auto gather = [&](qraw<D, F>& r, const unsigned char* src, int half) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int rr = kQTile * half + g + 8 * j;
+        lds_words<T::kbytes>(src + R::kbyte(rr, t * T::kbytes), r.k[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int rr = kQTile * half + 2 * t + (j & 1) + 8 * (j >> 1);
+        lds_words<(T::vbytes < 2 ? 2 : T::vbytes)>(src + R::codes + R::kbyte(rr, g * T::vbytes),
+                                                   r.v[j]);
+        r.vm[j] = *reinterpret_cast<const unsigned*>(src + 2 * R::codes + R::kmeta +
+                                                     (rr * (D / 32) + (g * T::VD) / 32) * 4);
+      }
+    };
+#pragma unroll
+    for (int s = 0; s < R::stages - 1; ++s) {
+      if (pair_of(s) < nqp) issue(start + 2 * kQTile * pair_of(s), pair_page(s), s);
+      cp_async_commit();
     }
+    int next_page = pair_page(R::stages - 1);
+    for (int j = 0; pair_of(j) < nqp; ++j) {
+      const int jn = j + R::stages - 1;
+      __syncwarp();  // every lane is done with the stage read at j - 1
+      if (pair_of(jn) < nqp) issue(start + 2 * kQTile * pair_of(jn), next_page, jn % R::stages);
+      cp_async_commit();
+      next_page = pair_page(jn + 1);
+      cp_async_wait<R::stages - 1>();
+      __syncwarp();  // the other lanes' copies of stage j are visible
+      const unsigned char* src = ring + (j % R::stages) * R::stage;
+      const bool clamp = stage_meta(src);
+      const int t0 = start + 2 * kQTile * pair_of(j);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        if (t0 + kQTile * half < qend) {
+          qraw<D, F> r;
+          gather(r, src, half);
+          consume(r, t0 + kQTile * half, kmin2, ksc2, clamp);
+        }
+      }
+    }
+    cp_async_wait<0>();
   }
 
   // ---- KIVI residual window: f16 rows of the staging page ----------------------------------------
@@ -700,7 +749,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     l0 += __shfl_xor_sync(0xFFFFFFFFu, l0, msk);
     l1 += __shfl_xor_sync(0xFFFFFFFFu, l1, msk);
   }
-  if constexpr (R::on) __syncthreads();  // the ring becomes the reduction buffers
+  __syncthreads();  // the ring becomes the reduction buffers
   if (t < 2) {
     if (g == 0) {
       red_m[warp][2 * t] = m0;
