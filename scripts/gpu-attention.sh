@@ -47,4 +47,21 @@ if [[ -z "${KVCACHE_SKIP_SDPA:-}" ]]; then
     >"$OUT/sdpa.txt" 2>&1 || status=1
   echo "== sdpa"; cat "$OUT/sdpa.txt"
 fi
+# KVCACHE_NCU: ';'-separated benchmark filters, each profiled with Nsight Compute (one launch of
+# the decode kernel: speed of light, memory, warp states, occupancy, scheduler)
+if [[ -n "${KVCACHE_NCU:-}" ]]; then
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  IFS=';' read -ra cases <<<"$KVCACHE_NCU"
+  n=0
+  for c in "${cases[@]}"; do
+    n=$((n + 1))
+    "$ncu" -k regex:decode_kernel --launch-skip 3 --launch-count 1 --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+      --section SchedulerStats --section LaunchStats \
+      build/cuda/bench/kvcache-bench-attention --benchmark_filter="$c" --benchmark_min_time=0.01 \
+      >"$OUT/ncu-$n.txt" 2>&1 || echo "ncu $c failed"
+    echo "== ncu $c"
+    grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Issued Warp|No Eligible|Active Warps Per|Eligible Warps|Warp Cycles Per Issued|Registers Per|Block Limit|Mem Busy|Max Bandwidth|L1/TEX Hit|stall|Stall" "$OUT/ncu-$n.txt" | head -40
+  done
+fi
 exit $status

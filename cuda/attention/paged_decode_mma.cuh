@@ -123,23 +123,30 @@ __device__ __forceinline__ bool kivi_top_ok(unsigned m) {
   return top <= 65504.0f;
 }
 
-/// f16 pair (1024 + c_lo, 1024 + c_hi) of the codes at bits [s, s + bits) and [16 + s, ...) of w.
+/// f16 pair (c_lo, c_hi), exact, of the codes at bits [s, s + bits) and [16 + s, ...) of w. The
+/// codes are masked in place into the mantissa of 1024 (c 2^k + 1024 with k = s, or s - 8 after
+/// one shift of the word by 8 shared by the codes above bit 8: no per-code shift), and one f16
+/// FMA (x 2^-k - 2^(10 - k)) takes them out.
 template <int Bits>
 __device__ __forceinline__ unsigned code_pair(unsigned w, int s) {
-  constexpr unsigned mask = ((1u << Bits) - 1u) * 0x00010001u;
+  const unsigned x = s >= 8 ? w >> 8 : w;
+  const int k = s >= 8 ? s - 8 : s;  // c 2^k < 1024
+  const unsigned mask = (((1u << Bits) - 1u) << k) * 0x00010001u;
   unsigned r;
-  const unsigned x = w >> s;
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(x), "r"(mask), "r"(0x64006400u));
-  return r;  // (x & mask) | magic
+  const auto hs = __ushort_as_half(static_cast<unsigned short>((15 - k) << 10));
+  const auto hb = __ushort_as_half(static_cast<unsigned short>(0x8000u | ((25 - k) << 10)));
+  const __half2 c = __hfma2(*reinterpret_cast<const __half2*>(&r), __halves2half2(hs, hs),
+                            __halves2half2(hb, hb));
+  return *reinterpret_cast<const unsigned*>(&c);
 }
 
 /// KIVI decode of a code pair (see code_pair) with f16x2 {scale} and {min}: one f16 FMA (a single
 /// rounding of the exact min + code * scale); Clamp: then min(., 65504) as the host does.
 template <bool Clamp>
 __device__ __forceinline__ unsigned kivi_pair(unsigned codes, unsigned scale2, unsigned min2) {
-  const __half2 c = __hsub2(*reinterpret_cast<const __half2*>(&codes),
-                            __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)));
-  __half2 r = __hfma2(c, *reinterpret_cast<const __half2*>(&scale2),
+  __half2 r = __hfma2(*reinterpret_cast<const __half2*>(&codes),
+                      *reinterpret_cast<const __half2*>(&scale2),
                       *reinterpret_cast<const __half2*>(&min2));
   if constexpr (Clamp) {
     r = __hmin2(r, __halves2half2(__ushort_as_half(0x7BFF), __ushort_as_half(0x7BFF)));
@@ -317,36 +324,50 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
-  // ---- one tile: decK(ks, a) / decV(i, a) give the A fragments -----------------------------
-  auto process = [&](int t0, int nvalid, auto&& decK, auto&& decV) {
-    float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  // ---- NT (1 or 2) tiles at t0, t0 + 16 with nv[u] valid tokens each: decK(u, ks, a) /
+  // decV(u, i, a) give tile u's A fragments. Two tiles share one max and one rescale and give the
+  // scheduler two independent chains.
+  auto process = [&](auto nt, int t0, const int* nv, auto&& decK, auto&& decV) {
+    constexpr int NT = decltype(nt)::value;
+    float c[NT][2][4];
+#pragma unroll
+    for (int u = 0; u < NT; ++u)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) c[u][0][e] = c[u][1][e] = 0.0f;
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
-      unsigned a[4];
-      decK(ks, a);
-      if (ks & 1) {
-        mma_16816(c1, a, qf[ks][0], qf[ks][1]);
-      } else {
-        mma_16816(c0, a, qf[ks][0], qf[ks][1]);
+#pragma unroll
+      for (int u = 0; u < NT; ++u) {
+        unsigned a[4];
+        decK(u, ks, a);
+        mma_16816(c[u][ks & 1], a, qf[ks][0], qf[ks][1]);
       }
     }
-    float s0 = (c0[0] + c1[0]) * hf0, s1 = (c0[1] + c1[1]) * hf1;
-    float s2 = (c0[2] + c1[2]) * hf0, s3 = (c0[3] + c1[3]) * hf1;
-    if (g >= nvalid) s0 = s1 = -INFINITY;
-    if (g + 8 >= nvalid) s2 = s3 = -INFINITY;
-    if (p.scores != nullptr) {
-      const int ta = t0 + g, tb = t0 + g + 8;
-      const std::int64_t ra = (row0 + 2 * t) * p.score_stride, rb = ra + p.score_stride;
-      if (2 * t < sub) {
-        if (g < nvalid && ta < p.score_stride) p.scores[ra + ta] = s0;
-        if (g + 8 < nvalid && tb < p.score_stride) p.scores[ra + tb] = s2;
+    float s[NT][4];
+    float x0 = -INFINITY, x1 = -INFINITY;
+#pragma unroll
+    for (int u = 0; u < NT; ++u) {
+      s[u][0] = (c[u][0][0] + c[u][1][0]) * hf0;
+      s[u][1] = (c[u][0][1] + c[u][1][1]) * hf1;
+      s[u][2] = (c[u][0][2] + c[u][1][2]) * hf0;
+      s[u][3] = (c[u][0][3] + c[u][1][3]) * hf1;
+      if (g >= nv[u]) s[u][0] = s[u][1] = -INFINITY;
+      if (g + 8 >= nv[u]) s[u][2] = s[u][3] = -INFINITY;
+      if (p.scores != nullptr) {
+        const int ta = t0 + kQTile * u + g, tb = ta + 8;
+        const std::int64_t ra = (row0 + 2 * t) * p.score_stride, rb = ra + p.score_stride;
+        if (2 * t < sub) {
+          if (g < nv[u] && ta < p.score_stride) p.scores[ra + ta] = s[u][0];
+          if (g + 8 < nv[u] && tb < p.score_stride) p.scores[ra + tb] = s[u][2];
+        }
+        if (2 * t + 1 < sub) {
+          if (g < nv[u] && ta < p.score_stride) p.scores[rb + ta] = s[u][1];
+          if (g + 8 < nv[u] && tb < p.score_stride) p.scores[rb + tb] = s[u][3];
+        }
       }
-      if (2 * t + 1 < sub) {
-        if (g < nvalid && ta < p.score_stride) p.scores[rb + ta] = s1;
-        if (g + 8 < nvalid && tb < p.score_stride) p.scores[rb + tb] = s3;
-      }
+      x0 = fmaxf(x0, fmaxf(s[u][0], s[u][2]));
+      x1 = fmaxf(x1, fmaxf(s[u][1], s[u][3]));
     }
-    float x0 = fmaxf(s0, s2), x1 = fmaxf(s1, s3);
 #pragma unroll
     for (int msk = 4; msk <= 16; msk <<= 1) {
       x0 = fmaxf(x0, __shfl_xor_sync(0xFFFFFFFFu, x0, msk));
@@ -367,25 +388,35 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       m0 = n0;
       m1 = n1;
     }
-    const float p0 = exp2f(s0 - m0), p1 = exp2f(s1 - m1);
-    const float p2 = exp2f(s2 - m0), p3 = exp2f(s3 - m1);
-    l0 += p0 + p2;
-    l1 += p1 + p3;
     // P^T fragment of lane (g, t): P[token 2t, 2t+1, 2t+8, 2t+9][head g], from lanes
     // (2t, g/2) and (2t+1, g/2), which hold those tokens for heads 2(g/2), 2(g/2)+1
-    const unsigned ulo = pack_f16x2(p0, p1), uhi = pack_f16x2(p2, p3);
     const int la = (2 * t) * 4 + (g >> 1), lb = la + 4;
-    const unsigned xa = __shfl_sync(0xFFFFFFFFu, ulo, la), xb = __shfl_sync(0xFFFFFFFFu, ulo, lb);
-    const unsigned ya = __shfl_sync(0xFFFFFFFFu, uhi, la), yb = __shfl_sync(0xFFFFFFFFu, uhi, lb);
     const unsigned sel = (g & 1) ? 0x7632u : 0x5410u;
-    const unsigned b0 = __byte_perm(xa, xb, sel), b1 = __byte_perm(ya, yb, sel);
+    unsigned b[NT][2];
+#pragma unroll
+    for (int u = 0; u < NT; ++u) {
+      const float p0 = exp2f(s[u][0] - m0), p1 = exp2f(s[u][1] - m1);
+      const float p2 = exp2f(s[u][2] - m0), p3 = exp2f(s[u][3] - m1);
+      l0 += p0 + p2;
+      l1 += p1 + p3;
+      const unsigned ulo = pack_f16x2(p0, p1), uhi = pack_f16x2(p2, p3);
+      const unsigned xa = __shfl_sync(0xFFFFFFFFu, ulo, la), xb = __shfl_sync(0xFFFFFFFFu, ulo, lb);
+      const unsigned ya = __shfl_sync(0xFFFFFFFFu, uhi, la), yb = __shfl_sync(0xFFFFFFFFu, uhi, lb);
+      b[u][0] = __byte_perm(xa, xb, sel);
+      b[u][1] = __byte_perm(ya, yb, sel);
+    }
 #pragma unroll
     for (int i = 0; i < KS; ++i) {
-      unsigned a[4];
-      decV(i, a);
-      mma_16816(o[i], a, b0, b1);
+#pragma unroll
+      for (int u = 0; u < NT; ++u) {
+        unsigned a[4];
+        decV(u, i, a);
+        mma_16816(o[i], a, b[u][0], b[u][1]);
+      }
     }
   };
+  using one_tile = std::integral_constant<int, 1>;
+  using two_tiles = std::integral_constant<int, 2>;
 
   // ---- quantized tiles --------------------------------------------------------------------------
   const int qend = min(end, qtok);
@@ -402,70 +433,63 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   };
   unsigned char* ring = qsm + warp * R::warp_bytes;
 
-  auto consume = [&](const qraw<D, F>& r, int t0, [[maybe_unused]] const unsigned* kmin2,
-                     [[maybe_unused]] const unsigned* ksc2, [[maybe_unused]] bool clamp) {
-    const int nvalid = min(kQTile, qend - t0);
-    if constexpr (!T::kivi) {
-      auto decK = [&](int ks, unsigned (&a)[4]) {
+  // int8 / fp8: one tile r at t0
+  [[maybe_unused]] auto consume8 = [&](const auto& r, int t0) {  // generic: instantiated for 8-bit only
+    const int nv[1] = {min(kQTile, qend - t0)};
+    auto decK = [&](int, int ks, unsigned (&a)[4]) {
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {  // token g + 8 j: word ks = dims 4 ks .. 4 ks + 3
-          const float2 lo = byte_pair<F>(r.k[j][ks], 0, r.ks[j]);
-          const float2 hi = byte_pair<F>(r.k[j][ks], 1, r.ks[j]);
-          a[j] = pack_f16x2(lo.x, lo.y);
-          a[2 + j] = pack_f16x2(hi.x, hi.y);
-        }
-      };
-      auto decV = [&](int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
+      for (int j = 0; j < 2; ++j) {  // token g + 8 j: word ks = dims 4 ks .. 4 ks + 3
+        const float2 lo = byte_pair<F>(r.k[j][ks], 0, r.ks[j]);
+        const float2 hi = byte_pair<F>(r.k[j][ks], 1, r.ks[j]);
+        a[j] = pack_f16x2(lo.x, lo.y);
+        a[2 + j] = pack_f16x2(hi.x, hi.y);
+      }
+    };
+    auto decV = [&](int, int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float2 x = byte_pair<F>(r.v[2 * j][i / 2], i & 1, r.vs[2 * j]);
+        const float2 y = byte_pair<F>(r.v[2 * j + 1][i / 2], i & 1, r.vs[2 * j + 1]);
+        a[2 * j] = pack_f16x2(x.x, y.x);
+        a[2 * j + 1] = pack_f16x2(x.y, y.y);
+      }
+    };
+    process(one_tile{}, t0, nv, decK, decV);
+  };
+  // KIVI: the two tiles r[0], r[1] of a stage at t0 with the key pairs kmin2 / ksc2 (Clamp: the
+  // stage has a top code above the f16 maximum)
+  [[maybe_unused]] auto consume_kivi = [&](const auto& r, int t0, const unsigned* kmin2,
+                                           const unsigned* ksc2, auto cl) {
+    constexpr bool C = decltype(cl)::value;
+    const int nv[2] = {min(kQTile, qend - t0), min(kQTile, qend - t0 - kQTile)};
+    auto decK = [&](int u, int ks, unsigned (&a)[4]) {
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        const int P = 2 * ks + jj;
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          const float2 x = byte_pair<F>(r.v[2 * j][i / 2], i & 1, r.vs[2 * j]);
-          const float2 y = byte_pair<F>(r.v[2 * j + 1][i / 2], i & 1, r.vs[2 * j + 1]);
-          a[2 * j] = pack_f16x2(x.x, y.x);
-          a[2 * j + 1] = pack_f16x2(x.y, y.y);
+          const unsigned c = code_pair<T::bits>(r[u].k[j][P / T::half], T::bits * (P % T::half));
+          a[2 * jj + j] = kivi_pair<C>(c, ksc2[P], kmin2[P]);
         }
-      };
-      process(t0, nvalid, decK, decV);
-    } else {
-      // V: {scale}, {min} of token pairs (2t, 2t+1) and (2t+8, 2t+9)
-      const unsigned vmin2[2] = {__byte_perm(r.vm[0], r.vm[1], 0x5410u),
-                                 __byte_perm(r.vm[2], r.vm[3], 0x5410u)};
-      const unsigned vsc2[2] = {__byte_perm(r.vm[0], r.vm[1], 0x7632u),
-                                __byte_perm(r.vm[2], r.vm[3], 0x7632u)};
-      auto run = [&](auto cl) {
-        constexpr bool C = decltype(cl)::value;
-        auto decK = [&](int ks, unsigned (&a)[4]) {
-#pragma unroll
-          for (int jj = 0; jj < 2; ++jj) {
-            const int P = 2 * ks + jj;
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              const unsigned c = code_pair<T::bits>(r.k[j][P / T::half], T::bits * (P % T::half));
-              a[2 * jj + j] = kivi_pair<C>(c, ksc2[P], kmin2[P]);
-            }
-          }
-        };
-        auto decV = [&](int i, unsigned (&a)[4]) {
-          const int d = 2 * i;  // dims 2i, 2i + 1 share word and half
-          const int wi = d / T::cpw;
-          const unsigned sel = ((d % T::cpw) / T::half) ? 0x7632u : 0x5410u;
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {  // token pairs (2t, 2t+1), (2t+8, 2t+9)
-            const unsigned comb = __byte_perm(r.v[2 * j][wi], r.v[2 * j + 1][wi], sel);
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const unsigned c = code_pair<T::bits>(comb, T::bits * ((d + e) % T::half));
-              a[2 * j + e] = kivi_pair<C>(c, vsc2[j], vmin2[j]);
-            }
-          }
-        };
-        process(t0, nvalid, decK, decV);
-      };
-      if (clamp) {
-        run(std::true_type{});
-      } else {
-        run(std::false_type{});
       }
-    }
+    };
+    auto decV = [&](int u, int i, unsigned (&a)[4]) {
+      const int d = 2 * i;  // dims 2i, 2i + 1 share word and half
+      const int wi = d / T::cpw;
+      const unsigned sel = ((d % T::cpw) / T::half) ? 0x7632u : 0x5410u;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {  // token pairs (2t, 2t+1), (2t+8, 2t+9): {min}, {scale}
+        const unsigned vmin2 = __byte_perm(r[u].vm[2 * j], r[u].vm[2 * j + 1], 0x5410u);
+        const unsigned vsc2 = __byte_perm(r[u].vm[2 * j], r[u].vm[2 * j + 1], 0x7632u);
+        const unsigned comb = __byte_perm(r[u].v[2 * j][wi], r[u].v[2 * j + 1][wi], sel);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const unsigned c = code_pair<T::bits>(comb, T::bits * ((d + e) % T::half));
+          a[2 * j + e] = kivi_pair<C>(c, vsc2, vmin2);
+        }
+      }
+    };
+    process(two_tiles{}, t0, nv, decK, decV);
   };
 
   if constexpr (!T::kivi) {
@@ -562,7 +586,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       __syncwarp();  // the other lanes' copies of tile j are visible
       qraw<D, F> r;
       gather(r, j % R::stages);
-      consume(r, start + kQTile * tile_of(j), nullptr, nullptr, false);
+      consume8(r, start + kQTile * tile_of(j));
     }
     cp_async_wait<0>();
   } else {
@@ -675,13 +699,13 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const unsigned char* src = ring + (j % R::stages) * R::stage;
       const bool clamp = stage_meta(src);
       const int t0 = start + 2 * kQTile * pair_of(j);
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        if (t0 + kQTile * half < qend) {
-          qraw<D, F> r;
-          gather(r, src, half);
-          consume(r, t0 + kQTile * half, kmin2, ksc2, clamp);
-        }
+      qraw<D, F> r[2];
+      gather(r[0], src, 0);
+      gather(r[1], src, 1);
+      if (clamp) {
+        consume_kivi(r, t0, kmin2, ksc2, std::true_type{});
+      } else {
+        consume_kivi(r, t0, kmin2, ksc2, std::false_type{});
       }
     }
     cp_async_wait<0>();
@@ -722,7 +746,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
           load_words<16>(p.staging.data + off + g * T::VD * 2 + 16 * c, ok, vw[j] + 4 * c);
         }
       }
-      auto decK = [&](int ks, unsigned (&a)[4]) {
+      auto decK = [&](int, int ks, unsigned (&a)[4]) {
 #pragma unroll
         for (int jj = 0; jj < 2; ++jj) {
           const int P = 2 * ks + jj;
@@ -732,14 +756,15 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
           for (int j = 0; j < 2; ++j) a[2 * jj + j] = __byte_perm(kw[j][lo / 2], kw[j][hi / 2], sel);
         }
       };
-      auto decV = [&](int i, unsigned (&a)[4]) {
+      auto decV = [&](int, int i, unsigned (&a)[4]) {
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
           a[2 * j] = __byte_perm(vw[2 * j][i], vw[2 * j + 1][i], 0x5410u);
           a[2 * j + 1] = __byte_perm(vw[2 * j][i], vw[2 * j + 1][i], 0x7632u);
         }
       };
-      process(t0, nvalid, decK, decV);
+      const int nv[1] = {nvalid};
+      process(one_tile{}, t0, nv, decK, decV);
     }
   }
 
