@@ -142,7 +142,8 @@ void bm_decode_f16(benchmark::State& state) {
   fill_random_f16(pool.data(), pool.size(), 1);
   kv.data = pool.data();
   const auto shape = shape_of(batch, P);
-  const auto plan = plan_paged_decode(shape, t.host_view);
+  const auto opts = paged_decode_cuda_options(kv);
+  const auto plan = plan_paged_decode(shape, t.host_view, opts);
   buffer<std::byte, cuda_space> ws(std::max<std::size_t>(plan.workspace_bytes, 256));
   buffer<std::byte, cuda_space> q(static_cast<std::size_t>(batch) * kQoHeads * kHeadDim * 2);
   buffer<std::byte, cuda_space> out(q.size());
@@ -155,6 +156,7 @@ void bm_decode_f16(benchmark::State& state) {
   const double kv_bytes = static_cast<double>(batch) * static_cast<double>(len) * kKvHeads * kHeadDim * 2 * 2;
   time_calls(state, s, kv_bytes, [&] { paged_decode_cuda(plan, kv, a, ws.data(), s.view()); });
   state.counters["chunks"] = plan.max_chunks;
+  state.counters["ctas_per_sm"] = opts.ctas_per_sm;
   state.SetLabel("f16 page 16");
 }
 

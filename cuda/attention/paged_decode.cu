@@ -1,15 +1,12 @@
 // Paged decode attention kernels: one query token per sequence, GQA, split-KV with a log-sum-exp
 // merge, f16 / bf16 pages or quantized pages (int8, fp8 E4M3, KIVI-2/4 + f16 residual), and the
-// attention-mass output. Quantized pages launch the tensor-core kernel of paged_decode_mma.cuh;
-// the quantized branches of decode_kernel below (shared-memory decode) are no longer launched.
+// attention-mass output. Quantized pages: the tensor-core kernel of paged_decode_mma.cuh.
 //
-// One block (128 threads) = one (chunk of tokens, sequence, kv head, group of <= 4 query heads).
-// It walks its chunk in tiles of 32 tokens, pipelined with cp.async (f16 / bf16: double-buffered;
-// quantized: a ring of 4 to 8 raw tiles decoded into one canonical tile):
-//   load   : f16 / bf16 rows (or the residual window's f16 rows) straight into a "canonical"
-//            tile [32][head_dim] of 16-bit elements (16-byte chunks XOR-swizzled by row parity,
-//            so that no quarter-warp hits a bank twice); quantized pages as raw bytes (codes and
-//            metadata), then decoded into the canonical tile with the host's arithmetic;
+// f16 / bf16 pages (decode_kernel): one block (128 threads) = one (chunk of tokens, sequence, kv
+// head, group of <= 4 query heads). It walks its chunk in tiles of 32 tokens, double-buffered with
+// cp.async (each thread's page id is read a tile before the copy it addresses):
+//   load   : f16 / bf16 rows straight into a tile [32][head_dim] of 16-bit elements (16-byte
+//            chunks XOR-swizzled by row parity, so that no quarter-warp hits a bank twice);
 //   scores : thread (8 dims, every 8th token) against the f32 queries (pre-scaled by
 //            sm_scale * log2 e) in shared memory; a butterfly over the row's lanes sums them;
 //   softmax: one warp per query head, online (running max and sum, log2 domain);
@@ -83,15 +80,6 @@ __device__ __forceinline__ unsigned pack_f16x2(float a, float b) {
   return *reinterpret_cast<const unsigned*>(&h);
 }
 
-/// Exact small unsigned integer to float (c < 2^23).
-__device__ __forceinline__ float u2f_exact(unsigned c) {
-  return __uint_as_float(0x4B000000u | c) - 8388608.0f;
-}
-
-__device__ __forceinline__ float f16_bits_to_f32(unsigned short b) {
-  return __half2float(__ushort_as_half(b));
-}
-
 __device__ __forceinline__ float load_q(const void* q, std::int64_t i, bool bf16) {
   const unsigned short b = static_cast<const unsigned short*>(q)[i];
   return bf16 ? __bfloat162float(__ushort_as_bfloat16(b)) : __half2float(__ushort_as_half(b));
@@ -102,29 +90,22 @@ __device__ __forceinline__ void store_o(void* out, std::int64_t i, float v, bool
   static_cast<unsigned short*>(out)[i] = b;
 }
 
+#ifndef KVCACHE_F16_DECODE_STAGES
+#define KVCACHE_F16_DECODE_STAGES 2
+#endif
+/// f16 / bf16 pages (F = 0 / 1).
 template <int D, int F>
 struct tile_traits {
-  static constexpr bool quant = F >= 2;
+  static_assert(F == 0 || F == 1, "decode_kernel reads f16 and bf16 pages");
   static constexpr bool bf16 = F == 1;
-  static constexpr int bits = F == 4 ? 2 : (F == 5 ? 4 : 8);
   static constexpr int ch = D / 8;             // 16-byte chunks per canonical row
   static constexpr int row_bytes = D * 2;      // canonical row
-  static constexpr int code_row = D * bits / 8;  // quantized code row
-  // raw bytes of one side of a tile: 32 code rows + metadata (int8 / fp8: a scale per token;
-  // KIVI: 4 D bytes of {min, scale} pairs)
-  static constexpr int raw_side = !quant ? 0 : (F <= 3 ? kTile * D + 4 * kTile : kTile * D * bits / 8 + 4 * D);
-  // quantized tiles are small: a deeper ring of raw tiles keeps enough bytes in flight; they are
-  // decoded into a single canonical tile. f16 / bf16 tiles: a ring of canonical tiles.
-  static constexpr int stages = !quant ? 2 : (F <= 3 ? 4 : (F == 4 ? 8 : 6));
-  // canonical slots: f16 double-buffered (a ring of 3 measured slower on the H100: 0.90 of the
-  // copy rate instead of 0.96)
-  static constexpr int cstages = quant ? 1 : 2;
+  // canonical slots: double-buffered (a ring of 3 measured slower on the H100)
+  static constexpr int cstages = KVCACHE_F16_DECODE_STAGES;
   static constexpr int canon_bytes = cstages * 2 * kTile * row_bytes;  // [slot][side][row]
-  static constexpr int raw_bytes = stages * 2 * raw_side;                      // [slot][side]
   static constexpr int smem_bytes =
-      canon_bytes + raw_bytes + 4 * (kMaxSub * D + 2 * kMaxSub * kTile + 2 * kMaxSub);
+      canon_bytes + 4 * (kMaxSub * D + 2 * kMaxSub * kTile + 2 * kMaxSub);
   static constexpr int tpt = kTile * ch / kThreads;  // scores: tokens per thread
-  static_assert(bits > 0 && code_row > 0 && raw_side % 16 == 0, "tile_traits: bad layout");
 };
 
 template <int D, int F>
@@ -132,8 +113,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   using T = tile_traits<D, F>;
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* canon = smem;
-  unsigned char* raw = smem + T::canon_bytes;
-  float* q_s = reinterpret_cast<float*>(raw + T::raw_bytes);  // [4][D]
+  float* q_s = reinterpret_cast<float*>(smem + T::canon_bytes);  // [4][D]
   float* s_s = q_s + kMaxSub * D;                              // [4][32]
   float* p_s = s_s + kMaxSub * kTile;                          // [32][4]
   float* alpha_s = p_s + kMaxSub * kTile;                      // [4]
@@ -168,7 +148,6 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
     return;
   }
   const int end = chunk == p.max_chunks - 1 ? L : min(L, start + p.chunk_tokens);
-  const int qtok = T::quant ? (p.quantized_tokens != nullptr ? p.quantized_tokens[table] : L) : 0;
 
   for (int i = tid; i < sub * D; i += kThreads) {
     q_s[i] = load_q(p.q, row0 * D + i, qbf) * p.scale_log2;
@@ -177,177 +156,21 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   // ---- loads ----------------------------------------------------------------------------------
   const int lr = tid >> 2;   // tile row of this thread (loads, decode, scores)
   const int part = tid & 3;  // its quarter of the row's chunks
-  auto issue = [&](int t0, int stage) {
+  // page of this thread's row of the tile at t0 (read a tile before its issue: the load's latency
+  // hides behind a tile's work)
+  auto row_page = [&](int t0) { return lr < end - t0 ? p.indices[pg0 + (t0 + lr) / p.page_size] : 0; };
+  auto issue = [&](int t0, int page, int stage) {
     const int nvalid = min(kTile, end - t0);
-    const bool row_ok = lr < nvalid;
-    const int tok = t0 + lr;
-    if (!T::quant || t0 >= qtok) {
-      // f16 / bf16 rows: the pool's pages, or the residual window's staging page
-      const std::byte* base;
-      std::int64_t off;
-      std::int64_t voff;
-      bool ok = row_ok;
-      if constexpr (!T::quant) {
-        const int page = row_ok ? p.indices[pg0 + tok / p.page_size] : 0;
-        ok = ok && page >= 0 && page < p.kv.num_pages;
-        base = p.kv.data;
-        off = ok ? p.kv.k_row_offset(p.layer, page, tok % p.page_size, head_in_page) : 0;
-        voff = p.kv.v_offset_bytes;
-      } else {
-        const int page = row_ok ? p.staging_page[table] : 0;
-        ok = ok && page >= 0 && page < p.staging.num_pages;
-        base = p.staging.data;
-        off = ok ? p.staging.k_row_offset(p.layer, page, tok - qtok, head_in_page) : 0;
-        voff = p.staging.v_offset_bytes;
-      }
-      unsigned char* dk = canon + ((stage * 2 + 0) * kTile + lr) * T::row_bytes;
-      unsigned char* dv = canon + ((stage * 2 + 1) * kTile + lr) * T::row_bytes;
-#pragma unroll
-      for (int j = 0; j < T::ch / 4; ++j) {
-        const int c = 4 * j + part;
-        cp_async16(dk + swz(c, lr) * 16, base + off + c * 16, ok);
-        cp_async16(dv + swz(c, lr) * 16, base + off + voff + c * 16, ok);
-      }
-    } else if constexpr (F == 2 || F == 3) {
-      // per-token formats: a code row of D bytes and an f32 scale per token, any page size
-      const int page = row_ok ? p.indices[pg0 + tok / p.page_size] : 0;
-      const bool ok = row_ok && page >= 0 && page < p.q_num_pages;
-      const int pos = tok % p.page_size;
-      const std::byte* kp = p.qdata + p.layer * p.q_layer_stride +
-                            static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes +
-                            head_in_page * p.q_head_page_bytes;
-#pragma unroll
-      for (int side = 0; side < 2; ++side) {
-        const std::byte* hp = kp + (side ? p.q_v_offset : 0);
-        unsigned char* dst = raw + (stage * 2 + side) * T::raw_side;
-#pragma unroll
-        for (int j = 0; j < D / 64; ++j) {
-          const int c = 4 * j + part;
-          cp_async16(dst + lr * D + c * 16, hp + static_cast<std::int64_t>(pos) * D + c * 16, ok);
-        }
-        if (part == 0) {
-          const std::int64_t mo = side ? p.q_value_meta_offset : p.q_key_meta_offset;
-          cp_async4(dst + kTile * D + lr * 4, hp + mo + pos * 4, ok);
-        }
-      }
-    } else {
-      // KIVI: the tile is whole key groups of one page (page_size % 32 == 0): code rows and the
-      // group's metadata are two contiguous ranges per side
-      const int page = p.indices[pg0 + t0 / p.page_size];
-      const bool ok = page >= 0 && page < p.q_num_pages;
-      const int pos0 = t0 % p.page_size;
-      const std::byte* kp = p.qdata + p.layer * p.q_layer_stride +
-                            static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes +
-                            head_in_page * p.q_head_page_bytes;
-      constexpr int code_chunks = kTile * T::code_row / 16;
-      constexpr int meta_chunks = 4 * D / 16;
-#pragma unroll
-      for (int side = 0; side < 2; ++side) {
-        const std::byte* hp = kp + (side ? p.q_v_offset : 0);
-        const std::byte* codes = hp + static_cast<std::int64_t>(pos0) * T::code_row;
-        const std::byte* meta =
-            side ? hp + p.q_value_meta_offset + static_cast<std::int64_t>(pos0) * (D / 32) * 4
-                 : hp + p.q_key_meta_offset + static_cast<std::int64_t>(pos0 / p.key_group) * D * 4;
-        unsigned char* dst = raw + (stage * 2 + side) * T::raw_side;
-        for (int i = tid; i < code_chunks + meta_chunks; i += kThreads) {
-          if (i < code_chunks) {
-            cp_async16(dst + i * 16, codes + i * 16, ok);
-          } else {
-            const int m = i - code_chunks;
-            cp_async16(dst + kTile * T::code_row + m * 16, meta + m * 16, ok);
-          }
-        }
-      }
-    }
-  };
-
-  // ---- decode of a quantized tile into the canonical f16 tile -----------------------------------
-  auto decode = [&](int stage) {
-    const unsigned char* rk = raw + (stage * 2 + 0) * T::raw_side;
-    const unsigned char* rv = raw + (stage * 2 + 1) * T::raw_side;
-    // consecutive lanes decode consecutive chunks of a row (conflict-free shared accesses)
+    const bool ok = lr < nvalid && page >= 0 && page < p.kv.num_pages;
+    const std::int64_t off = ok ? p.kv.k_row_offset(p.layer, page, (t0 + lr) % p.page_size, head_in_page) : 0;
+    const std::byte* base = p.kv.data + off;
+    unsigned char* dk = canon + ((stage * 2 + 0) * kTile + lr) * T::row_bytes;
+    unsigned char* dv = canon + ((stage * 2 + 1) * kTile + lr) * T::row_bytes;
 #pragma unroll
     for (int j = 0; j < T::ch / 4; ++j) {
-      const int idx = tid + kThreads * j;
-      const int lr = idx / T::ch;
-      const int c = idx % T::ch;
-      unsigned char* dk = canon + (0 * kTile + lr) * T::row_bytes;
-      unsigned char* dv = canon + (1 * kTile + lr) * T::row_bytes;
-#pragma unroll
-      for (int side = 0; side < 2; ++side) {
-        const unsigned char* rs = side ? rv : rk;
-        unsigned out[4];
-        if constexpr (F == 2 || F == 3) {
-          const uint2 w = *reinterpret_cast<const uint2*>(rs + lr * D + c * 8);
-          const float s = *reinterpret_cast<const float*>(rs + kTile * D + lr * 4);
-          const unsigned u[2] = {w.x, w.y};
-#pragma unroll
-          for (int k = 0; k < 2; ++k) {
-            float f[4];
-            if constexpr (F == 2) {
-              const unsigned x = u[k] ^ 0x80808080u;
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const float v = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7540 + e)) - 8388736.0f;
-                f[e] = __fmul_rn(v, s);
-              }
-            } else {
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2(
-                    static_cast<__nv_fp8x2_storage_t>((u[k] >> (16 * e)) & 0xFFFFu), __NV_E4M3);
-                const float2 v = __half22float2(*reinterpret_cast<const __half2*>(&hr));
-                f[2 * e] = __fmul_rn(v.x, s);
-                f[2 * e + 1] = __fmul_rn(v.y, s);
-              }
-            }
-            out[2 * k] = pack_f16x2(f[0], f[1]);
-            out[2 * k + 1] = pack_f16x2(f[2], f[3]);
-          }
-        } else {
-          constexpr int bits = T::bits;
-          constexpr unsigned mask = (1u << bits) - 1u;
-          unsigned codes;
-          if constexpr (bits == 2) {
-            codes = *reinterpret_cast<const unsigned short*>(rs + lr * T::code_row + c * 2);
-          } else {
-            codes = *reinterpret_cast<const unsigned*>(rs + lr * T::code_row + c * 4);
-          }
-          const unsigned char* meta = rs + kTile * T::code_row;
-          float mn[8], sc[8];
-          if (side == 0) {  // per channel: pairs of channels 8c .. 8c+7
-            const uint4 m0 = *reinterpret_cast<const uint4*>(meta + c * 32);
-            const uint4 m1 = *reinterpret_cast<const uint4*>(meta + c * 32 + 16);
-            const unsigned m[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-              mn[e] = f16_bits_to_f32(static_cast<unsigned short>(m[e] & 0xFFFFu));
-              sc[e] = f16_bits_to_f32(static_cast<unsigned short>(m[e] >> 16));
-            }
-          } else {  // per token, groups of 32 channels
-            const unsigned m = *reinterpret_cast<const unsigned*>(meta + (lr * (D / 32) + c / 4) * 4);
-            const float a = f16_bits_to_f32(static_cast<unsigned short>(m & 0xFFFFu));
-            const float s = f16_bits_to_f32(static_cast<unsigned short>(m >> 16));
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-              mn[e] = a;
-              sc[e] = s;
-            }
-          }
-          float f[8];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            // host: min(add_rn(min, mul_rn(code, scale)), 65504); the product is exact, so one
-            // fused multiply-add rounds the same way
-            const float code = u2f_exact((codes >> (bits * e)) & mask);
-            f[e] = fminf(__fmaf_rn(code, sc[e], mn[e]), 65504.0f);
-          }
-#pragma unroll
-          for (int k = 0; k < 4; ++k) out[k] = pack_f16x2(f[2 * k], f[2 * k + 1]);
-        }
-        unsigned char* d = side ? dv : dk;
-        *reinterpret_cast<uint4*>(d + swz(c, lr) * 16) = make_uint4(out[0], out[1], out[2], out[3]);
-      }
+      const int c = 4 * j + part;
+      cp_async16(dk + swz(c, lr) * 16, base + c * 16, ok);
+      cp_async16(dv + swz(c, lr) * 16, base + p.kv.v_offset_bytes + c * 16, ok);
     }
   };
 
@@ -366,50 +189,23 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   constexpr int kGroups = kThreads / T::ch;
 
   const int ntiles = (end - start + kTile - 1) / kTile;
-  if constexpr (!T::quant) {
 #pragma unroll
-    for (int k = 0; k < T::cstages - 1; ++k) {  // tiles 0 .. cstages-2 in flight
-      if (k < ntiles) issue(start + k * kTile, k);
-      cp_async_commit();
-    }
-  } else {
-#pragma unroll
-    for (int k = 0; k < T::stages - 1; ++k) {  // raw tiles 0 .. stages-2 in flight
-      const int tk = start + k * kTile;
-      if (k < ntiles && tk < qtok) issue(tk, k);
-      cp_async_commit();
-    }
+  for (int k = 0; k < T::cstages - 1; ++k) {  // tiles 0 .. cstages-2 in flight
+    if (k < ntiles) issue(start + k * kTile, row_page(start + k * kTile), k);
+    cp_async_commit();
   }
+  int next_page = T::cstages - 1 < ntiles ? row_page(start + (T::cstages - 1) * kTile) : 0;
   for (int it = 0; it < ntiles; ++it) {
     const int t0 = start + it * kTile;
     const int nvalid = min(kTile, end - t0);
-    const int stage = T::quant ? 0 : it % T::cstages;  // canonical slot
-    if constexpr (!T::quant) {
-      // tile it + cstages - 1 into the slot consumed at the previous iteration
-      if (it + T::cstages - 1 < ntiles) {
-        issue(t0 + (T::cstages - 1) * kTile, (it + T::cstages - 1) % T::cstages);
-      }
-      cp_async_commit();
-      cp_async_wait<T::cstages - 1>();
-      __syncthreads();
-    } else {
-      if (t0 < qtok) {
-        // raw tile it + stages - 1 into the ring slot decoded at the previous iteration
-        const int tn = t0 + (T::stages - 1) * kTile;
-        if (it + T::stages - 1 < ntiles && tn < qtok) issue(tn, (it + T::stages - 1) % T::stages);
-        cp_async_commit();
-        cp_async_wait<T::stages - 1>();
-        __syncthreads();
-        decode(it % T::stages);
-        __syncthreads();
-      } else {
-        // residual window (the last <= 4 tiles): f16 rows straight into the canonical tile
-        issue(t0, 0);
-        cp_async_commit();
-        cp_async_wait<0>();
-        __syncthreads();
-      }
-    }
+    const int stage = it % T::cstages;  // canonical slot
+    // tile it + cstages - 1 into the slot consumed at the previous iteration
+    const int tn = it + T::cstages - 1;
+    if (tn < ntiles) issue(start + tn * kTile, next_page, tn % T::cstages);
+    cp_async_commit();
+    if (tn + 1 < ntiles) next_page = row_page(start + (tn + 1) * kTile);
+    cp_async_wait<T::cstages - 1>();
+    __syncthreads();
     // scores: thread (chunk pc, token group tg) dots its 8 dims of tokens tg + 8k (D=128) with
     // the (<= 4) query heads; a butterfly over the chunk's lanes leaves lane l with the full sum
     // of value 2 (l % ch) / (kMaxSub * tpt / ch) ... (index = (kMaxSub * tpt / ch) * (l % ch) + i)
@@ -569,6 +365,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   }
 }
 
+#ifndef KVCACHE_F16_MMA
+#define KVCACHE_F16_MMA 1  // 0: f16 pages of head_dim 128 on decode_kernel (CUDA cores) too
+#endif
 #include "attention/paged_decode_mma.cuh"
 
 /// Split-KV merge: one block per (sequence, query head), a thread per element of the head dim.
@@ -636,21 +435,33 @@ cudaError_t qdecode_prepare() {
   return e;
 }
 
+/// Whether launch<D, F> runs the tensor-core kernel (quantized pages; f16 ones of head_dim 128).
+template <int D, int F>
+constexpr bool uses_qdecode() {
+  return F >= 2 || (F == 0 && D == 128 && KVCACHE_F16_MMA);
+}
+
+/// The f16 / bf16 kernel's shared-memory attribute (once per kernel).
+template <int D, int F>
+cudaError_t decode_prepare() {
+  static const cudaError_t e = cudaFuncSetAttribute(
+      decode_kernel<D, F>, cudaFuncAttributeMaxDynamicSharedMemorySize, tile_traits<D, F>::smem_bytes);
+  return e;
+}
+
 template <int D, int F>
 cudaError_t launch(const decode_params& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.max_chunks), static_cast<unsigned>(p.batch),
                   static_cast<unsigned>(p.kv_heads * p.subgroups));
-  if constexpr (F >= 2) {  // quantized pages: the tensor-core kernel (paged_decode_mma.cuh)
+  if constexpr (uses_qdecode<D, F>()) {  // the tensor-core kernel (paged_decode_mma.cuh)
     const cudaError_t attr = qdecode_prepare<D, F>();
     if (attr != cudaSuccess) return attr;
     qdecode_kernel<D, F><<<grid, kThreads, qring<D, F>::smem_bytes, stream>>>(p);
     return cudaGetLastError();
   } else {
-    using T = tile_traits<D, F>;
-    static const cudaError_t attr = cudaFuncSetAttribute(
-        decode_kernel<D, F>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::smem_bytes);
+    const cudaError_t attr = decode_prepare<D, F>();
     if (attr != cudaSuccess) return attr;
-    decode_kernel<D, F><<<grid, kThreads, T::smem_bytes, stream>>>(p);
+    decode_kernel<D, F><<<grid, kThreads, tile_traits<D, F>::smem_bytes, stream>>>(p);
     return cudaGetLastError();
   }
 }
@@ -668,39 +479,51 @@ cudaError_t launch_format(const decode_params& p, decode_format f, cudaStream_t 
   return cudaErrorInvalidValue;
 }
 
+/// Blocks of the kernel launch<D, F> runs that fit one multiprocessor (negative: -error).
 template <int D, int F>
-int quant_blocks_per_sm_of() {
-  cudaError_t e = qdecode_prepare<D, F>();
+int blocks_per_sm_of() {
   int n = 0;
-  if (e == cudaSuccess) {
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, qdecode_kernel<D, F>, kThreads,
-                                                      qring<D, F>::smem_bytes);
+  cudaError_t e;
+  if constexpr (uses_qdecode<D, F>()) {
+    e = qdecode_prepare<D, F>();
+    if (e == cudaSuccess) {
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, qdecode_kernel<D, F>, kThreads,
+                                                        qring<D, F>::smem_bytes);
+    }
+  } else {
+    e = decode_prepare<D, F>();
+    if (e == cudaSuccess) {
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<D, F>, kThreads,
+                                                        tile_traits<D, F>::smem_bytes);
+    }
   }
   return e == cudaSuccess ? n : -static_cast<int>(e);
 }
 
 template <int D>
-int quant_blocks_per_sm(decode_format f) {
+int blocks_per_sm(decode_format f) {
   switch (f) {
-    case decode_format::int8: return quant_blocks_per_sm_of<D, 2>();
-    case decode_format::fp8: return quant_blocks_per_sm_of<D, 3>();
-    case decode_format::kivi2: return quant_blocks_per_sm_of<D, 4>();
-    case decode_format::kivi4: return quant_blocks_per_sm_of<D, 5>();
-    default: return -static_cast<int>(cudaErrorInvalidValue);
+    case decode_format::f16: return blocks_per_sm_of<D, 0>();
+    case decode_format::bf16: return blocks_per_sm_of<D, 1>();
+    case decode_format::int8: return blocks_per_sm_of<D, 2>();
+    case decode_format::fp8: return blocks_per_sm_of<D, 3>();
+    case decode_format::kivi2: return blocks_per_sm_of<D, 4>();
+    case decode_format::kivi4: return blocks_per_sm_of<D, 5>();
   }
+  return -static_cast<int>(cudaErrorInvalidValue);
 }
 
 }  // namespace
 
-cudaError_t quantized_decode_blocks_per_sm(decode_format format, int head_dim, int* blocks) {
+cudaError_t decode_blocks_per_sm(decode_format format, int head_dim, int* blocks) {
   // cached per (head dim, format): the kernels' resources do not change at run time
   static std::atomic<int> cache[2][6] = {};
   const int fi = static_cast<int>(format);
-  if (fi < 2 || fi > 5) return cudaErrorInvalidValue;
+  if (fi < 0 || fi > 5) return cudaErrorInvalidValue;
   std::atomic<int>& c = cache[head_dim == 64 ? 0 : 1][fi];
   int n = c.load(std::memory_order_relaxed);
   if (n <= 0) {
-    n = head_dim == 64 ? quant_blocks_per_sm<64>(format) : quant_blocks_per_sm<128>(format);
+    n = head_dim == 64 ? blocks_per_sm<64>(format) : blocks_per_sm<128>(format);
     if (n < 0) return static_cast<cudaError_t>(-n);
     c.store(n, std::memory_order_relaxed);
   }

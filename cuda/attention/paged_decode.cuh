@@ -54,9 +54,8 @@ struct decode_params {
 cudaError_t launch_paged_decode(const decode_params& p, decode_format format, int head_dim,
                                 cudaStream_t stream);
 
-/// Blocks of the quantized kernel of `format` (int8, fp8, kivi2, kivi4) that fit one
-/// multiprocessor of the current device (cudaOccupancyMaxActiveBlocksPerMultiprocessor; cached
-/// per format and head dim).
-cudaError_t quantized_decode_blocks_per_sm(decode_format format, int head_dim, int* blocks);
+/// Blocks of the kernel that reads pages of `format` that fit one multiprocessor of the current
+/// device (cudaOccupancyMaxActiveBlocksPerMultiprocessor; cached per format and head dim).
+cudaError_t decode_blocks_per_sm(decode_format format, int head_dim, int* blocks);
 
 }  // namespace kvcache::detail

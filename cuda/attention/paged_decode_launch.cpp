@@ -161,22 +161,35 @@ void paged_decode_cuda(const paged_decode_plan& plan, const quantized_kv_view& k
   launch(p, format_of(kv), plan.shape.head_dim, s, who);
 }
 
-paged_decode_options paged_decode_cuda_options(const quantized_kv_view& kv,
-                                               paged_decode_options options) {
+namespace {
+paged_decode_options device_options(detail::decode_format format, std::int32_t head_dim,
+                                    paged_decode_options options) {
   constexpr const char* who = "paged_decode_cuda_options";
-  KVCACHE_EXPECTS(kv.head_dim == 64 || kv.head_dim == 128, errc::not_supported,
-                  "{}: head_dim {} (the GPU kernels take 64 and 128)", who, kv.head_dim);
+  KVCACHE_EXPECTS(head_dim == 64 || head_dim == 128, errc::not_supported,
+                  "{}: head_dim {} (the GPU kernels take 64 and 128)", who, head_dim);
   int dev = 0;
   int sms = 0;
   KVCACHE_CUDA_TRY(cudaGetDevice(&dev));
   KVCACHE_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   int blocks = 0;
-  KVCACHE_CUDA_TRY(detail::quantized_decode_blocks_per_sm(format_of(kv), kv.head_dim, &blocks));
-  KVCACHE_EXPECTS(blocks >= 1, errc::cuda_error, "{}: the quantized kernel fits no block per SM",
+  KVCACHE_CUDA_TRY(detail::decode_blocks_per_sm(format, head_dim, &blocks));
+  KVCACHE_EXPECTS(blocks >= 1, errc::cuda_error, "{}: the decode kernel fits no block per SM",
                   who);
   options.sm_count = sms;
   options.ctas_per_sm = blocks;
   return options;
+}
+}  // namespace
+
+paged_decode_options paged_decode_cuda_options(const quantized_kv_view& kv,
+                                               paged_decode_options options) {
+  return device_options(format_of(kv), kv.head_dim, options);
+}
+
+paged_decode_options paged_decode_cuda_options(const paged_kv_view& kv,
+                                               paged_decode_options options) {
+  return device_options(kv.type == dtype::bf16 ? detail::decode_format::bf16 : detail::decode_format::f16,
+                        kv.head_dim, options);
 }
 
 }  // namespace kvcache

@@ -94,7 +94,7 @@ __device__ __forceinline__ void lds_words(const unsigned char* p, unsigned* w) {
 template <int D, int F>
 struct qtraits {
   static constexpr bool kivi = F >= 4;
-  static constexpr int bits = F == 4 ? 2 : (F == 5 ? 4 : 8);
+  static constexpr int bits = F == 0 ? 16 : (F == 4 ? 2 : (F == 5 ? 4 : 8));
   static constexpr int KS = D / 16;  // k steps of the scores, m tiles of P V
   static constexpr int KD = D / 4;   // K dims per lane
   static constexpr int VD = D / 8;   // V dims per lane
@@ -108,9 +108,9 @@ struct qtraits {
   /// Lane-relative K dim of the low / high element of pair P (pairs 2 ks and 2 ks + 1 feed
   /// k step ks). 8-bit: dims 2P, 2P + 1; KIVI: codes k and k + half of word P / half.
   __device__ static constexpr int pair_lo(int P) {
-    return bits == 8 ? 2 * P : (P / half) * cpw + P % half;
+    return bits >= 8 ? 2 * P : (P / half) * cpw + P % half;
   }
-  __device__ static constexpr int pair_hi(int P) { return bits == 8 ? 2 * P + 1 : pair_lo(P) + half; }
+  __device__ static constexpr int pair_hi(int P) { return bits >= 8 ? 2 * P + 1 : pair_lo(P) + half; }
 };
 
 /// KIVI group {min, scale} (f16 bits, min low) whose top code decodes below the f16 maximum,
@@ -201,26 +201,35 @@ struct qraw<D, F> {
 /// [32][CR] (row r in slot kslot(r), chunks permuted by kchunk: conflict-free fragment reads of
 /// both), the group's key {min, scale} [D] (16-byte chunk c at kmeta_pos(c)), the value {min,
 /// scale} [32][D / 32].
+#ifndef KVCACHE_F16_MMA_STAGES
+#define KVCACHE_F16_MMA_STAGES 3  // f16 pages on the tensor cores: stages per warp
+#endif
+#ifndef KVCACHE_Q8_DECODE_STAGES
+#define KVCACHE_Q8_DECODE_STAGES 4  // int8 / fp8 stages per warp (3: 4 blocks per SM, but 0.79
+                                    // of the copy rate at (16, 32k) instead of 0.88 on the H100)
+#endif
 #ifndef KVCACHE_KIVI2_MIN_BLOCKS
 #define KVCACHE_KIVI2_MIN_BLOCKS 3  // 4 caps the registers at 128: the KIVI-2 kernel then spills
 #endif
 template <int D, int F>
 struct qring {
   static constexpr bool kivi = F >= 4;
-  static constexpr int bits = F == 4 ? 2 : (F == 5 ? 4 : 8);
+  static constexpr int bits = F == 0 ? 16 : (F == 4 ? 2 : (F == 5 ? 4 : 8));
   static constexpr int CH = D / 16;  // 16-byte chunks per 8-bit code row
   static constexpr int CR = D * bits / 8;  // bytes per code row
   static constexpr int tokens = kivi ? 2 * kQTile : kQTile;  // tokens per stage
   static constexpr int codes = tokens * CR;
-  static constexpr int kmeta = kivi ? 4 * D : 4 * kQTile;
-  static constexpr int vmeta = kivi ? tokens * (D / 32) * 4 : 4 * kQTile;
+  static constexpr int kmeta = kivi ? 4 * D : (F == 0 ? 0 : 4 * kQTile);
+  static constexpr int vmeta = kivi ? tokens * (D / 32) * 4 : (F == 0 ? 0 : 4 * kQTile);
   static constexpr int stage = 2 * codes + kmeta + vmeta;
-  static constexpr int stages = 3;
+  static constexpr int stages =
+      F == 0 ? KVCACHE_F16_MMA_STAGES : (F == 5 ? 3 : (F == 4 ? 4 : KVCACHE_Q8_DECODE_STAGES));
   static constexpr int warp_bytes = stages * stage;
   static constexpr int red_bytes = (kThreads / 32) * kMaxSub * (D + 2) * 4;
   static constexpr int ring_bytes = (kThreads / 32) * warp_bytes;
   static constexpr int smem_bytes = ring_bytes > red_bytes ? ring_bytes : red_bytes;
-  static constexpr int min_blocks = F == 5 ? 3 : (F == 4 ? KVCACHE_KIVI2_MIN_BLOCKS : 4);
+  static constexpr int min_blocks =
+      F == 0 ? 2 : (F == 5 ? 3 : (F == 4 ? KVCACHE_KIVI2_MIN_BLOCKS : (stages > 3 ? 3 : 4)));
   static_assert(CR % 16 == 0 && stage % 16 == 0, "qring: 16-byte chunks");
   /// KIVI code rows: slot of row r, position of its 16-byte chunk c
   __device__ static constexpr int kslot(int r) {
@@ -232,6 +241,12 @@ struct qring {
   /// byte b of code row r
   __device__ static constexpr int kbyte(int r, int b) {
     return kslot(r) * CR + kchunk(b / 16, r) * 16 + b % 16;
+  }
+  /// f16 rows (D = 128: 16 chunks): position of 16-byte chunk c of row r, conflict-free for the
+  /// cp.async stores, the K fragment reads (rows g, g + 8, chunks 4 t + m) and the V ones (rows
+  /// 2 t + e, chunks 2 g + h)
+  __device__ static constexpr int hpos(int c, int r) {
+    return c ^ (((c >> 3) & 1) << 1) ^ (r & 1) ^ (((r >> 1) & 1) | (((r >> 2) & 1) << 2));
   }
   /// KIVI key metadata: position of 16-byte chunk c
   __device__ static constexpr int kmeta_pos(int c) { return c ^ (((c >> 3) * 2) & 7); }
@@ -421,7 +436,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   // ---- quantized tiles --------------------------------------------------------------------------
   const int qend = min(end, qtok);
   const int nqt = qend > start ? (qend - start + kQTile - 1) / kQTile : 0;
-  const std::byte* layer_base = p.qdata + p.layer * p.q_layer_stride + head_in_page * p.q_head_page_bytes;
+  const std::byte* layer_base =
+      F == 0 ? nullptr : p.qdata + p.layer * p.q_layer_stride + head_in_page * p.q_head_page_bytes;
   const bool one_page = p.page_size % kQTile == 0;
   // head page (K side) of token tok and its position; ok cleared for a page outside the pool
   auto page_of = [&](int tok, bool& ok, int& pos) -> const std::byte* {
@@ -492,7 +508,85 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     process(two_tiles{}, t0, nv, decK, decV);
   };
 
-  if constexpr (!T::kivi) {
+  if constexpr (F == 0) {
+    // ---- f16 pages (D = 128): a stage per 16-token tile, rows as they are -----------------------
+    static_assert(D == 128, "the tensor-core f16 path takes head_dim 128");
+    auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
+    auto tile_page = [&](int j) {
+      const int ti = tile_of(j);
+      return one_page && ti < nqt ? p.indices[pg0 + (start + kQTile * ti) / p.page_size] : 0;
+    };
+    constexpr int RB = D * 2;   // row bytes
+    constexpr int CPR = RB / 16;  // chunks per row
+    constexpr int RP = 32 / CPR;  // rows per pass of the warp
+    auto issue = [&](int t0, int page, int st) {
+      unsigned char* dst = ring + st * R::stage;
+      const int nvalid = min(kQTile, qend - t0);
+      const int c = lane % CPR;
+#pragma unroll
+      for (int i = 0; i < kQTile / RP; ++i) {
+        const int rr = lane / CPR + RP * i;
+        int pg = page;
+        if (!one_page) pg = rr < nvalid ? p.indices[pg0 + (t0 + rr) / p.page_size] : 0;
+        const bool ok = rr < nvalid && pg >= 0 && pg < p.kv.num_pages;
+        const std::int64_t off =
+            ok ? p.kv.k_row_offset(p.layer, pg, (t0 + rr) % p.page_size, head_in_page) : 0;
+        const std::byte* src = p.kv.data + off + c * 16;
+        const int d = rr * RB + R::hpos(c, rr) * 16;
+        cp_async16(dst + d, src, ok);
+        cp_async16(dst + R::codes + d, src + p.kv.v_offset_bytes, ok);
+      }
+    };
+    auto consume16 = [&](const unsigned char* src, int t0) {
+      const int nv[1] = {min(kQTile, qend - t0)};
+      // K: pairs 2 ks, 2 ks + 1 of the lane's dims [32 t, 32 t + 32) = words 16 t + 2 ks, + 1
+      auto decK = [&](int, int ks, unsigned (&a)[4]) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int rr = g + 8 * j;
+          const uint4 x =
+              *reinterpret_cast<const uint4*>(src + rr * RB + R::hpos(4 * t + ks / 2, rr) * 16);
+          a[j] = (ks & 1) ? x.z : x.x;
+          a[2 + j] = (ks & 1) ? x.w : x.y;
+        }
+      };
+      // V: dims 2 i, 2 i + 1 of the lane's [16 g, 16 g + 16) = word 8 g + i of tokens (A, B)
+      auto decV = [&](int, int i, unsigned (&a)[4]) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int ra = 2 * t + 8 * j;
+          const unsigned char* pa = src + R::codes + ra * RB + R::hpos(2 * g + i / 4, ra) * 16;
+          const unsigned char* pb = src + R::codes + (ra + 1) * RB + R::hpos(2 * g + i / 4, ra + 1) * 16;
+          const uint4 xa = *reinterpret_cast<const uint4*>(pa);
+          const uint4 xb = *reinterpret_cast<const uint4*>(pb);
+          const unsigned wa = (i & 3) == 0 ? xa.x : ((i & 3) == 1 ? xa.y : ((i & 3) == 2 ? xa.z : xa.w));
+          const unsigned wb = (i & 3) == 0 ? xb.x : ((i & 3) == 1 ? xb.y : ((i & 3) == 2 ? xb.z : xb.w));
+          a[2 * j] = __byte_perm(wa, wb, 0x5410u);
+          a[2 * j + 1] = __byte_perm(wa, wb, 0x7632u);
+        }
+      };
+      process(one_tile{}, t0, nv, decK, decV);
+    };
+#pragma unroll
+    for (int s = 0; s < R::stages - 1; ++s) {
+      const int ti = tile_of(s);
+      if (ti < nqt) issue(start + kQTile * ti, tile_page(s), s);
+      cp_async_commit();
+    }
+    int next_page = tile_page(R::stages - 1);
+    for (int j = 0; tile_of(j) < nqt; ++j) {
+      const int jn = j + R::stages - 1;
+      const int tn = tile_of(jn);
+      __syncwarp();  // every lane is done with the stage read at j - 1
+      if (tn < nqt) issue(start + kQTile * tn, next_page, jn % R::stages);
+      cp_async_commit();
+      next_page = tile_page(jn + 1);
+      cp_async_wait<R::stages - 1>();
+      __syncwarp();  // the other lanes' copies of tile j are visible
+      consume16(ring + (j % R::stages) * R::stage, start + kQTile * tile_of(j));
+    }
+    cp_async_wait<0>();
+  } else if constexpr (!T::kivi) {
     // ---- int8 / fp8: a stage per 16-token tile; warp w takes tiles 2u, 2u + 1, u = w + 4k ----
     auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
     // page of tile j (read one tile ahead of its issue: the load's latency hides behind a tile)

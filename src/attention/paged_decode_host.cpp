@@ -296,6 +296,23 @@ paged_decode_plan plan_paged_decode(const paged_decode_shape& shape,
         if (work(mid * 32) <= target) hi = mid; else lo = mid + 1;
       }
       chunk = lo * 32;
+    } else {
+      // more than a wave: the split into c <= 16 chunks (none below min_chunk_tokens) with the
+      // least waves x chunk, the time a block-bound wave schedule takes (e.g. 512 blocks on 396
+      // slots: 2 waves of whole tables, or 3 chunks each in 4 waves of a third: 1.33 against 2)
+      auto cost = [&](std::int64_t ch) {
+        return (work(ch) + target - 1) / target * ch;
+      };
+      std::int64_t best = cost(longest);
+      for (std::int64_t c = 2; c <= 16; ++c) {
+        const std::int64_t ch = (longest + 32 * c - 1) / (32 * c) * 32;
+        if (ch < o.min_chunk_tokens) break;
+        const std::int64_t v = cost(ch);
+        if (v * 100 < best * 97) {  // a split must gain 3% (it costs a merge)
+          best = v;
+          chunk = ch;
+        }
+      }
     }
   }
   KVCACHE_EXPECTS(chunk <= (std::int64_t{1} << 30), errc::out_of_range,

@@ -155,6 +155,7 @@ struct f16_case {
   kv_order order = kv_order::hnd;
   std::int32_t force_chunk = 0;
   bool mass = true;
+  bool device_options = false;  // the split sized by paged_decode_cuda_options
 };
 
 void run_f16_case(const f16_case& c, std::uint64_t seed) {
@@ -173,6 +174,10 @@ void run_f16_case(const f16_case& c, std::uint64_t seed) {
   paged_decode_options o;
   o.attention_mass = c.mass;
   o.force_chunk_tokens = c.force_chunk;
+  if (c.device_options) {
+    o = paged_decode_cuda_options(pool.view, o);
+    REQUIRE(o.ctas_per_sm >= 1);
+  }
   const auto plan = plan_paged_decode(s, t.view(), o);
   const std::int64_t ms = std::max<std::int64_t>(1, plan.max_tokens);
   auto dpool = upload(pool.bytes.data(), pool.bytes.size);
@@ -252,6 +257,10 @@ TEST_CASE("paged_decode_cuda matches the host on f16 / bf16 pages", "[attention]
   cases.push_back({{2, 8, 2, 128, 16, 3, dtype::f16}, {40, 0, 7, 200, 16, 5}});
   // edge: length 1, exactly one page, exactly two pages; no mass
   cases.push_back({{3, 8, 2, 128, 16, 0, dtype::f16}, {1, 16, 32}, kv_order::hnd, 0, false});
+  // D 128, NHD pages of 5 tokens (a tile spans pages), GQA 4
+  cases.push_back({{3, 16, 4, 128, 5, 0, dtype::f16}, {33, 2, 70}, kv_order::nhd});
+  // the split of paged_decode_cuda_options (the kernel's real occupancy)
+  cases.push_back({{4, 32, 8, 128, 16, 0, dtype::f16}, {3000, 17, 700, 1}, kv_order::hnd, 0, true, true});
   std::uint64_t k = 0;
   for (const auto& c : cases) run_f16_case(c, seed + 100 * ++k);
 }

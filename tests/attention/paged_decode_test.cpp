@@ -153,7 +153,7 @@ TEMPLATE_TEST_CASE("paged_decode_host on quantized pages equals the reference on
 }
 
 TEST_CASE("plan_paged_decode splits long sequences to fill the GPU", "[attention]") {
-  auto plan_for = [](std::int32_t batch, std::int64_t len) {
+  auto plan_for = [](std::int32_t batch, std::int64_t len, paged_decode_options o = {}) {
     std::vector<std::int64_t> lens(static_cast<std::size_t>(batch), len);
     std::vector<std::int32_t> indptr{0}, last;
     for (auto l : lens) {
@@ -161,7 +161,7 @@ TEST_CASE("plan_paged_decode splits long sequences to fill the GPU", "[attention
       last.push_back(static_cast<std::int32_t>((l - 1) % 16 + 1));
     }
     page_table_view v{indptr.data(), nullptr, last.data(), batch, 16};
-    return plan_paged_decode({batch, 32, 8, 128, 16, 0, dtype::f16}, v);
+    return plan_paged_decode({batch, 32, 8, 128, 16, 0, dtype::f16}, v, o);
   };
   const auto a = plan_for(64, 4096);
   CHECK_FALSE(a.split());
@@ -173,6 +173,18 @@ TEST_CASE("plan_paged_decode splits long sequences to fill the GPU", "[attention
   CHECK(c.max_chunks >= 32);
   CHECK(c.max_chunks * 8 <= 132 * 4);
   CHECK(c.workspace_bytes >= static_cast<std::size_t>(c.max_chunks) * 32 * 128 * 4);
+  // more than a wave: 512 blocks on 3 x 132 slots are 2 waves of whole tables; 3 chunks each
+  // run in 4 waves of a third of the work (waves x chunk 4 x 1376 against 2 x 4096)
+  paged_decode_options three;
+  three.ctas_per_sm = 3;
+  const auto d = plan_for(64, 4096, three);
+  CHECK(d.max_chunks == 3);
+  CHECK(d.chunk_tokens == 1376);
+  // no split when a wave holds the batch exactly, or when the chunks would be too short
+  CHECK_FALSE(plan_for(64, 4096).split());
+  paged_decode_options big_chunks = three;
+  big_chunks.min_chunk_tokens = 4096;
+  CHECK_FALSE(plan_for(64, 4096, big_chunks).split());
 }
 
 TEST_CASE("paged_decode rejects bad input naming the value", "[attention]") {

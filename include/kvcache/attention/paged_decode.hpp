@@ -172,14 +172,17 @@ void paged_decode_cuda(const paged_decode_plan& plan, const quantized_kv_view& k
 /**
  * @brief Plan options for `paged_decode_cuda` over pages like `kv` on the current device:
  * `options` with `sm_count` set to the device's multiprocessors and `ctas_per_sm` to the number
- * of blocks of the quantized kernel of `kv`'s format that fit one multiprocessor (its real
+ * of blocks of the kernel that reads `kv`'s format that fit one multiprocessor (its real
  * occupancy, cudaOccupancyMaxActiveBlocksPerMultiprocessor, cached per format and head dim), so
- * that the split-KV chunk of `plan_paged_decode` fills whole waves. (The default options are the
- * f16 / bf16 kernel's: 132 x 4.)
+ * that the split-KV chunk of `plan_paged_decode` fills whole waves. (The default options assume
+ * 132 x 4; the plan is correct with any options, only the split's fit changes.)
  * @throws kvcache::error not_supported (head dim other than 64 / 128); cuda_error.
  * @note Needs kvcache::cuda. Host only; no allocation, no sync.
  */
 [[nodiscard]] paged_decode_options paged_decode_cuda_options(const quantized_kv_view& kv,
+                                                             paged_decode_options options = {});
+/// @brief The same for f16 / bf16 pages like `kv`.
+[[nodiscard]] paged_decode_options paged_decode_cuda_options(const paged_kv_view& kv,
                                                              paged_decode_options options = {});
 
 }  // namespace kvcache
