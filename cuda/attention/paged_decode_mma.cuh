@@ -448,6 +448,35 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     return layer_base + static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes;
   };
   unsigned char* ring = qsm + warp * R::warp_bytes;
+  // The warp's ring: its units j = 0, 1, ... (unit(j): index of U-token units from start, warp-
+  // interleaved) are issued R::stages - 1 ahead (issue(t0, page, stage); the page id, when one
+  // page holds the unit, read one more unit ahead so its latency hides behind a unit's work),
+  // and consume(stage bytes, t0) runs once the unit's copies have landed.
+  auto ring_loop = [&](int U, int nunits, auto&& unit, auto&& issue, auto&& consume) {
+    auto unit_page = [&](int j) {
+      const int u = unit(j);
+      return one_page && u < nunits ? p.indices[pg0 + (start + U * u) / p.page_size] : 0;
+    };
+#pragma unroll
+    for (int s = 0; s < R::stages - 1; ++s) {
+      if (unit(s) < nunits) issue(start + U * unit(s), unit_page(s), s);
+      cp_async_commit();
+    }
+    int next_page = unit_page(R::stages - 1);
+    for (int j = 0; unit(j) < nunits; ++j) {
+      const int jn = j + R::stages - 1;
+      __syncwarp();  // every lane is done with the stage read at j - 1
+      if (unit(jn) < nunits) issue(start + U * unit(jn), next_page, jn % R::stages);
+      cp_async_commit();
+      next_page = unit_page(jn + 1);
+      cp_async_wait<R::stages - 1>();
+      __syncwarp();  // the other lanes' copies of unit j are visible
+      consume(ring + (j % R::stages) * R::stage, start + U * unit(j));
+    }
+    cp_async_wait<0>();
+  };
+  // 16-token tiles: warp w takes tiles 2u, 2u + 1 with u = w + 4k
+  [[maybe_unused]] auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
 
   // int8 / fp8: one tile r at t0
   [[maybe_unused]] auto consume8 = [&](const auto& r, int t0) {  // generic: instantiated for 8-bit only
@@ -511,11 +540,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   if constexpr (F == 0) {
     // ---- f16 pages (D = 128): a stage per 16-token tile, rows as they are -----------------------
     static_assert(D == 128, "the tensor-core f16 path takes head_dim 128");
-    auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
-    auto tile_page = [&](int j) {
-      const int ti = tile_of(j);
-      return one_page && ti < nqt ? p.indices[pg0 + (start + kQTile * ti) / p.page_size] : 0;
-    };
     constexpr int RB = D * 2;   // row bytes
     constexpr int CPR = RB / 16;  // chunks per row
     constexpr int RP = 32 / CPR;  // rows per pass of the warp
@@ -567,33 +591,9 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       };
       process(one_tile{}, t0, nv, decK, decV);
     };
-#pragma unroll
-    for (int s = 0; s < R::stages - 1; ++s) {
-      const int ti = tile_of(s);
-      if (ti < nqt) issue(start + kQTile * ti, tile_page(s), s);
-      cp_async_commit();
-    }
-    int next_page = tile_page(R::stages - 1);
-    for (int j = 0; tile_of(j) < nqt; ++j) {
-      const int jn = j + R::stages - 1;
-      const int tn = tile_of(jn);
-      __syncwarp();  // every lane is done with the stage read at j - 1
-      if (tn < nqt) issue(start + kQTile * tn, next_page, jn % R::stages);
-      cp_async_commit();
-      next_page = tile_page(jn + 1);
-      cp_async_wait<R::stages - 1>();
-      __syncwarp();  // the other lanes' copies of tile j are visible
-      consume16(ring + (j % R::stages) * R::stage, start + kQTile * tile_of(j));
-    }
-    cp_async_wait<0>();
+    ring_loop(kQTile, nqt, tile_of, issue, consume16);
   } else if constexpr (!T::kivi) {
-    // ---- int8 / fp8: a stage per 16-token tile; warp w takes tiles 2u, 2u + 1, u = w + 4k ----
-    auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
-    // page of tile j (read one tile ahead of its issue: the load's latency hides behind a tile)
-    auto tile_page = [&](int j) {
-      const int ti = tile_of(j);
-      return one_page && ti < nqt ? p.indices[pg0 + (start + kQTile * ti) / p.page_size] : 0;
-    };
+    // ---- int8 / fp8: a stage per 16-token tile ------------------------------------------------
     constexpr int CH = R::CH;
     constexpr int RPI = 32 / CH;  // code rows one pass of the warp copies
     // tile at t0 (on page `page` when one_page) into stage st: lane copies chunk lane % CH of rows
@@ -634,9 +634,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         cp_async4(dst + 2 * R::codes + lane * 4, hp + mo + static_cast<std::int64_t>(pos) * 4, ok);
       }
     };
-    // the lane's fragments of stage st
-    auto gather = [&](qraw<D, F>& r, int st) {
-      const unsigned char* src = ring + st * R::stage;
+    // the lane's fragments of the stage at src
+    auto gather = [&](qraw<D, F>& r, const unsigned char* src) {
       constexpr int kc = T::kbytes / 16;  // K chunks per lane and row
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
@@ -662,37 +661,17 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         r.vs[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + (kQTile + rr) * 4);
       }
     };
-#pragma unroll
-    for (int s = 0; s < R::stages - 1; ++s) {
-      const int ti = tile_of(s);
-      if (ti < nqt) issue(start + kQTile * ti, tile_page(s), s);
-      cp_async_commit();
-    }
-    int next_page = tile_page(R::stages - 1);
-    for (int j = 0; tile_of(j) < nqt; ++j) {
-      const int jn = j + R::stages - 1;
-      const int tn = tile_of(jn);
-      __syncwarp();  // every lane is done with the stage read at j - 1
-      if (tn < nqt) issue(start + kQTile * tn, next_page, jn % R::stages);
-      cp_async_commit();
-      next_page = tile_page(jn + 1);
-      cp_async_wait<R::stages - 1>();
-      __syncwarp();  // the other lanes' copies of tile j are visible
+    ring_loop(kQTile, nqt, tile_of, issue, [&](const unsigned char* src, int t0) {
       qraw<D, F> r;
-      gather(r, j % R::stages);
-      consume8(r, start + kQTile * tile_of(j));
-    }
-    cp_async_wait<0>();
+      gather(r, src);
+      consume8(r, t0);
+    });
   } else {
     // ---- KIVI: a stage per 32 tokens (one page, one key group); warp w takes u = w + 4k ----------
     constexpr int CR = R::CR;
     constexpr int CPR = CR / 16;  // chunks per code row
     const int nqp = qend > start ? (qend - start + 2 * kQTile - 1) / (2 * kQTile) : 0;
     auto pair_of = [&](int j) { return 4 * j + warp; };
-    auto pair_page = [&](int j) {
-      const int u = pair_of(j);
-      return u < nqp ? p.indices[pg0 + (start + 2 * kQTile * u) / p.page_size] : 0;
-    };
     auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(2 * kQTile, qend - t0);
@@ -776,23 +755,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
                                                      (rr * (D / 32) + (g * T::VD) / 32) * 4);
       }
     };
-#pragma unroll
-    for (int s = 0; s < R::stages - 1; ++s) {
-      if (pair_of(s) < nqp) issue(start + 2 * kQTile * pair_of(s), pair_page(s), s);
-      cp_async_commit();
-    }
-    int next_page = pair_page(R::stages - 1);
-    for (int j = 0; pair_of(j) < nqp; ++j) {
-      const int jn = j + R::stages - 1;
-      __syncwarp();  // every lane is done with the stage read at j - 1
-      if (pair_of(jn) < nqp) issue(start + 2 * kQTile * pair_of(jn), next_page, jn % R::stages);
-      cp_async_commit();
-      next_page = pair_page(jn + 1);
-      cp_async_wait<R::stages - 1>();
-      __syncwarp();  // the other lanes' copies of stage j are visible
-      const unsigned char* src = ring + (j % R::stages) * R::stage;
+    ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
       const bool clamp = stage_meta(src);
-      const int t0 = start + 2 * kQTile * pair_of(j);
       qraw<D, F> r[2];
       gather(r[0], src, 0);
       gather(r[1], src, 1);
@@ -801,8 +765,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       } else {
         consume_kivi(r, t0, kmin2, ksc2, std::false_type{});
       }
-    }
-    cp_async_wait<0>();
+    });
   }
 
   // ---- KIVI residual window: f16 rows of the staging page ----------------------------------------
