@@ -90,6 +90,45 @@ __device__ __forceinline__ void store_o(void* out, std::int64_t i, float v, bool
   static_cast<unsigned short*>(out)[i] = b;
 }
 
+/// What a block of either kernel works on: chunk `chunk` ([start, end) of the table's L tokens)
+/// of sequence b and kv head h, query heads qh0 .. qh0 + sub (output rows row0 ..).
+struct block_work {
+  int chunk, b, h, qh0, sub, table, head_in_page, pg0, L, start, end;
+  std::int64_t row0;
+  bool qbf;
+};
+
+/// The block's work from its index; false when its chunk holds no token (the block then has
+/// nothing to do, except chunk 0 of an unsplit empty table: zero output, lse -inf).
+template <int D>
+__device__ __forceinline__ bool block_work_of(const decode_params& p, block_work& w) {
+  w.chunk = blockIdx.x;
+  w.b = blockIdx.y;
+  w.h = blockIdx.z / p.subgroups;
+  w.qh0 = w.h * p.group + (blockIdx.z % p.subgroups) * p.sub;
+  w.sub = p.sub;
+  w.table = w.h * p.table_head_stride + w.b;
+  w.head_in_page = p.table_head_stride == 0 ? w.h : 0;
+  w.pg0 = p.indptr[w.table];
+  const int npages = p.indptr[w.table + 1] - w.pg0;
+  w.L = npages <= 0 ? 0 : (npages - 1) * p.page_size + p.last_page_len[w.table];
+  w.start = w.chunk * p.chunk_tokens;
+  w.qbf = p.q_bf16 != 0;
+  w.row0 = static_cast<std::int64_t>(w.b) * p.qo_heads + w.qh0;
+  if (w.start >= w.L) {
+    if (!p.split && w.chunk == 0) {  // empty table: zeros, lse -inf
+      for (int i = threadIdx.x; i < w.sub * D; i += kThreads) store_o(p.out, w.row0 * D + i, 0.0f, w.qbf);
+      if (static_cast<int>(threadIdx.x) < w.sub) {
+        if (p.lse_out != nullptr) p.lse_out[w.row0 + threadIdx.x] = -INFINITY;
+        p.final_lse[w.row0 + threadIdx.x] = -INFINITY;
+      }
+    }
+    return false;
+  }
+  w.end = w.chunk == p.max_chunks - 1 ? w.L : min(w.L, w.start + p.chunk_tokens);
+  return true;
+}
+
 #ifndef KVCACHE_F16_DECODE_STAGES
 #define KVCACHE_F16_DECODE_STAGES 2
 #endif
@@ -123,31 +162,12 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-  const int chunk = blockIdx.x;
-  const int b = blockIdx.y;
-  const int h = blockIdx.z / p.subgroups;
-  const int qh0 = h * p.group + (blockIdx.z % p.subgroups) * p.sub;
-  const int sub = p.sub;
-  const int table = h * p.table_head_stride + b;
-  const int head_in_page = p.table_head_stride == 0 ? h : 0;
-  const int pg0 = p.indptr[table];
-  const int npages = p.indptr[table + 1] - pg0;
-  const int L = npages <= 0 ? 0 : (npages - 1) * p.page_size + p.last_page_len[table];
-  const int start = chunk * p.chunk_tokens;
-  const bool qbf = p.q_bf16 != 0;
-  const std::int64_t row0 = static_cast<std::int64_t>(b) * p.qo_heads + qh0;
-
-  if (start >= L) {
-    if (!p.split && chunk == 0) {  // empty table: zeros, lse -inf
-      for (int i = tid; i < sub * D; i += kThreads) store_o(p.out, row0 * D + i, 0.0f, qbf);
-      if (tid < sub) {
-        if (p.lse_out != nullptr) p.lse_out[row0 + tid] = -INFINITY;
-        p.final_lse[row0 + tid] = -INFINITY;
-      }
-    }
-    return;
-  }
-  const int end = chunk == p.max_chunks - 1 ? L : min(L, start + p.chunk_tokens);
+  block_work w;
+  if (!block_work_of<D>(p, w)) return;
+  const int chunk = w.chunk, sub = w.sub, head_in_page = w.head_in_page, pg0 = w.pg0;
+  const int start = w.start, end = w.end;
+  const bool qbf = w.qbf;
+  const std::int64_t row0 = w.row0;
 
   for (int i = tid; i < sub * D; i += kThreads) {
     q_s[i] = load_q(p.q, row0 * D + i, qbf) * p.scale_log2;

@@ -271,31 +271,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   const int warp = tid >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int chunk = blockIdx.x;
-  const int b = blockIdx.y;
-  const int h = blockIdx.z / p.subgroups;
-  const int qh0 = h * p.group + (blockIdx.z % p.subgroups) * p.sub;
-  const int sub = p.sub;
-  const int table = h * p.table_head_stride + b;
-  const int head_in_page = p.table_head_stride == 0 ? h : 0;
-  const int pg0 = p.indptr[table];
-  const int npages = p.indptr[table + 1] - pg0;
-  const int L = npages <= 0 ? 0 : (npages - 1) * p.page_size + p.last_page_len[table];
-  const int start = chunk * p.chunk_tokens;
-  const bool qbf = p.q_bf16 != 0;
-  const std::int64_t row0 = static_cast<std::int64_t>(b) * p.qo_heads + qh0;
-
-  if (start >= L) {
-    if (!p.split && chunk == 0) {  // empty table: zeros, lse -inf
-      for (int i = tid; i < sub * D; i += kThreads) store_o(p.out, row0 * D + i, 0.0f, qbf);
-      if (tid < sub) {
-        if (p.lse_out != nullptr) p.lse_out[row0 + tid] = -INFINITY;
-        p.final_lse[row0 + tid] = -INFINITY;
-      }
-    }
-    return;
-  }
-  const int end = chunk == p.max_chunks - 1 ? L : min(L, start + p.chunk_tokens);
+  block_work w;
+  if (!block_work_of<D>(p, w)) return;
+  const int chunk = w.chunk, sub = w.sub, table = w.table;
+  const int head_in_page = w.head_in_page, pg0 = w.pg0, L = w.L, start = w.start, end = w.end;
+  const bool qbf = w.qbf;
+  const std::int64_t row0 = w.row0;
   const int qtok = T::kivi && p.quantized_tokens != nullptr ? p.quantized_tokens[table] : L;
 
   // ---- query fragments (B of the scores): lane (g, t) holds head g, dims of its K fragments.
