@@ -120,6 +120,29 @@ paged_decode_shape shape_of(std::int32_t batch, std::int32_t page_size) {
   return {batch, kQoHeads, kKvHeads, kHeadDim, page_size, 0, dtype::f16};
 }
 
+/// Plans for pages like `kv` (split from the kernel's occupancy), makes random f16 queries
+/// (seed `q_seed`) and times `call(plan, args, workspace, stream)`; reports the split too.
+template <class View, class Call>
+void time_decode(benchmark::State& state, const batch_tables& t, const View& kv, double kv_bytes,
+                 std::uint64_t q_seed, Call&& call) {
+  const auto batch = t.host_view.num_tables;
+  const auto shape = shape_of(batch, kv.page_size);
+  const auto opts = paged_decode_cuda_options(kv);
+  const auto plan = plan_paged_decode(shape, t.host_view, opts);
+  buffer<std::byte, cuda_space> ws(std::max<std::size_t>(plan.workspace_bytes, 256));
+  buffer<std::byte, cuda_space> q(static_cast<std::size_t>(batch) * kQoHeads * kHeadDim * 2);
+  buffer<std::byte, cuda_space> out(q.size());
+  fill_random_f16(q.data(), q.size(), q_seed);
+  paged_decode_args a;
+  a.q = q.data();
+  a.out = out.data();
+  a.tables = t.dev_view;
+  stream s;
+  time_calls(state, s, kv_bytes, [&] { call(plan, a, ws.data(), s.view()); });
+  state.counters["chunks"] = plan.max_chunks;
+  state.counters["ctas_per_sm"] = opts.ctas_per_sm;
+}
+
 /// f16 pages, page_size 16.
 void bm_decode_f16(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
@@ -141,22 +164,11 @@ void bm_decode_f16(benchmark::State& state) {
   buffer<std::byte, cuda_space> pool(static_cast<std::size_t>(2 * kv.v_offset_bytes));
   fill_random_f16(pool.data(), pool.size(), 1);
   kv.data = pool.data();
-  const auto shape = shape_of(batch, P);
-  const auto opts = paged_decode_cuda_options(kv);
-  const auto plan = plan_paged_decode(shape, t.host_view, opts);
-  buffer<std::byte, cuda_space> ws(std::max<std::size_t>(plan.workspace_bytes, 256));
-  buffer<std::byte, cuda_space> q(static_cast<std::size_t>(batch) * kQoHeads * kHeadDim * 2);
-  buffer<std::byte, cuda_space> out(q.size());
-  fill_random_f16(q.data(), q.size(), 2);
-  paged_decode_args a;
-  a.q = q.data();
-  a.out = out.data();
-  a.tables = t.dev_view;
-  stream s;
   const double kv_bytes = static_cast<double>(batch) * static_cast<double>(len) * kKvHeads * kHeadDim * 2 * 2;
-  time_calls(state, s, kv_bytes, [&] { paged_decode_cuda(plan, kv, a, ws.data(), s.view()); });
-  state.counters["chunks"] = plan.max_chunks;
-  state.counters["ctas_per_sm"] = opts.ctas_per_sm;
+  time_decode(state, t, kv, kv_bytes, 2, [&](const paged_decode_plan& plan, const paged_decode_args& a,
+                                             std::byte* ws, stream_view sv) {
+    paged_decode_cuda(plan, kv, a, ws, sv);
+  });
   state.SetLabel("f16 page 16");
 }
 
@@ -202,23 +214,12 @@ void bm_decode_quant(benchmark::State& state) {
     quantize_pages_cuda<Q>(djobs.data(), static_cast<std::int32_t>(jobs.size()), P, kHeadDim, nullptr, qs.view());
     qs.synchronize();
   }
-  const auto shape = shape_of(batch, P);
-  const auto opts = paged_decode_cuda_options(kv);
-  const auto plan = plan_paged_decode(shape, t.host_view, opts);
-  buffer<std::byte, cuda_space> ws(std::max<std::size_t>(plan.workspace_bytes, 256));
-  buffer<std::byte, cuda_space> q(static_cast<std::size_t>(batch) * kQoHeads * kHeadDim * 2);
-  buffer<std::byte, cuda_space> out(q.size());
-  fill_random_f16(q.data(), q.size(), 4);
-  paged_decode_args a;
-  a.q = q.data();
-  a.out = out.data();
-  a.tables = t.dev_view;
-  stream s;
   const double kv_bytes = static_cast<double>(batch) * static_cast<double>(len) * kKvHeads * 2 *
                           static_cast<double>(kv.head_page_bytes) / P;
-  time_calls(state, s, kv_bytes, [&] { paged_decode_cuda(plan, kv, residual_view{}, a, ws.data(), s.view()); });
-  state.counters["chunks"] = plan.max_chunks;
-  state.counters["ctas_per_sm"] = opts.ctas_per_sm;
+  time_decode(state, t, kv, kv_bytes, 4, [&](const paged_decode_plan& plan, const paged_decode_args& a,
+                                             std::byte* ws, stream_view sv) {
+    paged_decode_cuda(plan, kv, residual_view{}, a, ws, sv);
+  });
   state.SetLabel(std::string(Q::name) + " page " + std::to_string(P));
 }
 
