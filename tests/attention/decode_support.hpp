@@ -9,11 +9,13 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kvcache/attention/paged_decode.hpp"
 #include "kvcache/core/numeric.hpp"
 #include "kvcache/quant/kernels.hpp"
+#include "kvcache/quality/trace.hpp"
 
 namespace kvtest {
 
@@ -348,5 +350,26 @@ struct trace_case {
     return l;
   }
 };
+
+#ifdef KVCACHE_QUALITY_DATA_DIR
+/// fn(label, c, plan, ms) for every recorded layer of both SmolLM2 fixture texts: the layer's
+/// trace_case c (its own generator, seeded from `seed`), a plan with the mass output over its
+/// tables, and the mass rows' length ms; label names the file and the layer.
+template <class Fn>
+void for_each_trace_case(std::uint64_t seed, Fn&& fn) {
+  for (const char* file : {"smollm2-135m-prose-1024.safetensors", "smollm2-135m-code-1024.safetensors"}) {
+    const auto tr = kvcache::quality::trace::load(std::string(KVCACHE_QUALITY_DATA_DIR) + "/" + file);
+    for (const auto& layer : tr.layers()) {
+      std::mt19937_64 rng(++seed);
+      trace_case c(tr, layer, rng);
+      paged_decode_options o;
+      o.attention_mass = true;
+      const auto plan = plan_paged_decode(c.shape, c.tables.view(), o);
+      const std::int64_t ms = std::max<std::int64_t>(1, plan.max_tokens);
+      fn(std::string(file) + " layer " + std::to_string(layer.index), c, plan, ms);
+    }
+  }
+}
+#endif
 
 }  // namespace kvtest

@@ -363,24 +363,15 @@ TEST_CASE("paged_decode_cuda rejects bad input before launching", "[attention][g
 TEST_CASE("paged_decode_cuda matches the host on the recorded SmolLM2 traces", "[attention][gpu]") {
   // Real keys, values and queries (SmolLM2-135M: 9 query heads, 3 kv heads, head dim 64) of
   // every recorded layer of both fixture texts (decode_support.hpp's trace_case).
-  std::uint64_t seed = kvtest::seed();
-  for (const char* file : {"smollm2-135m-prose-1024.safetensors", "smollm2-135m-code-1024.safetensors"}) {
-    const auto tr = kvcache::quality::trace::load(std::string(KVCACHE_QUALITY_DATA_DIR) + "/" + file);
-    for (const auto& layer : tr.layers()) {
-      INFO(file << " layer " << layer.index);
-      std::mt19937_64 rng(++seed);
-      trace_case c(tr, layer, rng);
-      paged_decode_options o;
-      o.attention_mass = true;
-      const auto plan = plan_paged_decode(c.shape, c.tables.view(), o);
-      const std::int64_t ms = std::max<std::int64_t>(1, plan.max_tokens);
-      auto dpool = upload(c.pool.bytes.data(), c.pool.bytes.size);
-      paged_kv_view dv = c.pool.view;
-      dv.data = dpool.data();
-      const auto g = run_gpu(plan, c.q, c.tables, ms, [&](paged_decode_args a, std::byte* ws, stream_view st) {
-        paged_decode_cuda(plan, dv, a, ws, st);
-      });
-      compare(plan, g, c.q, c.tables, ms, c.pool.view, 2e-3);
-    }
-  }
+  for_each_trace_case(kvtest::seed(), [&](const std::string& label, const trace_case& c,
+                                           const paged_decode_plan& plan, std::int64_t ms) {
+    INFO(label);
+    auto dpool = upload(c.pool.bytes.data(), c.pool.bytes.size);
+    paged_kv_view dv = c.pool.view;
+    dv.data = dpool.data();
+    const auto g = run_gpu(plan, c.q, c.tables, ms, [&](paged_decode_args a, std::byte* ws, stream_view st) {
+      paged_decode_cuda(plan, dv, a, ws, st);
+    });
+    compare(plan, g, c.q, c.tables, ms, c.pool.view, 2e-3);
+  });
 }

@@ -248,48 +248,39 @@ TEST_CASE("paged_decode rejects bad input naming the value", "[attention]") {
 TEST_CASE("paged_decode_host matches a naive softmax on the recorded SmolLM2 traces", "[attention]") {
   // Real keys, values and queries of every recorded layer of both fixture texts
   // (decode_support.hpp's trace_case); the mass of each step sums to the group size.
-  std::uint64_t seed = kvtest::seed();
-  for (const char* file : {"smollm2-135m-prose-1024.safetensors", "smollm2-135m-code-1024.safetensors"}) {
-    const auto tr = kvcache::quality::trace::load(std::string(KVCACHE_QUALITY_DATA_DIR) + "/" + file);
-    for (const auto& layer : tr.layers()) {
-      INFO(file << " layer " << layer.index);
-      std::mt19937_64 rng(++seed);
-      trace_case c(tr, layer, rng);
-      const paged_decode_shape& s = c.shape;
-      paged_decode_options o;
-      o.attention_mass = true;
-      const auto plan = plan_paged_decode(s, c.tables.view(), o);
-      const std::int64_t ms = std::max<std::int64_t>(1, plan.max_tokens);
-      std::vector<std::uint16_t> out(c.q.size(), 0xFFFF);
-      std::vector<float> lse(static_cast<std::size_t>(s.batch) * s.num_qo_heads);
-      std::vector<float> mass(static_cast<std::size_t>(s.batch) * s.num_kv_heads * ms, 0.0f);
-      paged_decode_args a;
-      a.q = c.q.data();
-      a.out = out.data();
-      a.lse = lse.data();
-      a.tables = c.tables.view();
-      a.mass = {mass.data(), s.num_kv_heads * ms, ms};
-      paged_decode_host(plan, c.pool.view, a);
-      const auto ref = naive_decode(s, c.pool.view, c.tables.view(), c.q.data(), 0, ms);
-      double scale = 0, err = 0, merr = 0;
-      for (double v : ref.out) scale = std::max(scale, std::abs(v));
-      for (std::size_t i = 0; i < out.size(); ++i) {
-        const float v = value_of(out[i], s.q_type);
-        REQUIRE(std::isfinite(v));
-        err = std::max(err, std::abs(v - ref.out[i]));
-      }
-      for (std::size_t i = 0; i < mass.size(); ++i) merr = std::max(merr, std::abs(mass[i] - ref.mass[i]));
-      INFO("max abs error " << err << " (output scale " << scale << "), max mass error " << merr);
-      CHECK(err <= 1e-3 * std::max(scale, 1e-3));
-      CHECK(merr <= 1e-4);
-      const std::int32_t group = s.num_qo_heads / s.num_kv_heads;
-      for (std::int32_t b = 0; b < s.batch; ++b) {
-        for (std::int32_t h = 0; h < s.num_kv_heads; ++h) {
-          double sum = 0;
-          for (std::int64_t p = 0; p < ms; ++p) sum += mass[(static_cast<std::size_t>(b) * s.num_kv_heads + h) * ms + p];
-          CHECK(std::abs(sum - group) <= 1e-4 * group);
-        }
+  for_each_trace_case(kvtest::seed(), [&](const std::string& label, const trace_case& c,
+                                           const paged_decode_plan& plan, std::int64_t ms) {
+    INFO(label);
+    const paged_decode_shape& s = c.shape;
+    std::vector<std::uint16_t> out(c.q.size(), 0xFFFF);
+    std::vector<float> lse(static_cast<std::size_t>(s.batch) * s.num_qo_heads);
+    std::vector<float> mass(static_cast<std::size_t>(s.batch) * s.num_kv_heads * ms, 0.0f);
+    paged_decode_args a;
+    a.q = c.q.data();
+    a.out = out.data();
+    a.lse = lse.data();
+    a.tables = c.tables.view();
+    a.mass = {mass.data(), s.num_kv_heads * ms, ms};
+    paged_decode_host(plan, c.pool.view, a);
+    const auto ref = naive_decode(s, c.pool.view, c.tables.view(), c.q.data(), 0, ms);
+    double scale = 0, err = 0, merr = 0;
+    for (double v : ref.out) scale = std::max(scale, std::abs(v));
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const float v = value_of(out[i], s.q_type);
+      REQUIRE(std::isfinite(v));
+      err = std::max(err, std::abs(v - ref.out[i]));
+    }
+    for (std::size_t i = 0; i < mass.size(); ++i) merr = std::max(merr, std::abs(mass[i] - ref.mass[i]));
+    INFO("max abs error " << err << " (output scale " << scale << "), max mass error " << merr);
+    CHECK(err <= 1e-3 * std::max(scale, 1e-3));
+    CHECK(merr <= 1e-4);
+    const std::int32_t group = s.num_qo_heads / s.num_kv_heads;
+    for (std::int32_t b = 0; b < s.batch; ++b) {
+      for (std::int32_t h = 0; h < s.num_kv_heads; ++h) {
+        double sum = 0;
+        for (std::int64_t p = 0; p < ms; ++p) sum += mass[(static_cast<std::size_t>(b) * s.num_kv_heads + h) * ms + p];
+        CHECK(std::abs(sum - group) <= 1e-4 * group);
       }
     }
-  }
+  });
 }
