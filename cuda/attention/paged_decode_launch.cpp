@@ -57,6 +57,7 @@ detail::decode_params base_params(const paged_decode_plan& plan, const paged_dec
   p.indices = a.tables.indices;
   p.last_page_len = a.tables.last_page_len;
   p.page_size = s.page_size;
+  p.page_div = detail::fast_div::of(s.page_size);
   p.table_head_stride = s.table_head_stride;
   p.batch = s.batch;
   p.qo_heads = s.num_qo_heads;
@@ -155,6 +156,8 @@ void paged_decode_cuda(const paged_decode_plan& plan, const quantized_kv_view& k
       static_cast<std::int64_t>(kv.format.value.metadata_offset(kv.page_size, kv.head_dim));
   p.q_num_pages = kv.num_pages;
   p.key_group = kv.format.key.group;
+  p.key_group_shift = 0;
+  while (p.key_group_shift < 30 && (1 << p.key_group_shift) < p.key_group) ++p.key_group_shift;
   p.staging_page = r.staging_page;
   p.quantized_tokens = r.quantized_tokens;
   p.staging = r.staging;

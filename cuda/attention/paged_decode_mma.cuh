@@ -113,14 +113,26 @@ struct qtraits {
   __device__ static constexpr int pair_hi(int P) { return bits >= 8 ? 2 * P + 1 : pair_lo(P) + half; }
 };
 
-/// KIVI group {min, scale} (f16 bits, min low) whose top code decodes below the f16 maximum,
-/// so that the f16 FMA of kivi_pair needs no clamp.
-template <int Bits>
-__device__ __forceinline__ bool kivi_top_ok(unsigned m) {
-  const float top = __half2float(__ushort_as_half(static_cast<unsigned short>(m & 0xFFFFu))) +
-                    static_cast<float>((1 << Bits) - 1) *
-                        __half2float(__ushort_as_half(static_cast<unsigned short>(m >> 16)));
-  return top <= 65504.0f;
+/// Whether no KIVI group {min, scale} (f16 bits, min low) of the N words w decodes its top code
+/// above the f16 maximum, so that kivi_pair needs no clamp: the f16 FMA of the top code (one
+/// rounding of the exact value) is <= 65504 exactly when the host's f32 sum clamped to 65504
+/// rounds to the same f16 (an exact value in (65504, 65520) rounds to 65504 both ways; from 65520
+/// the FMA gives inf); NaN fails the test too. Two groups per f16x2 FMA.
+template <int Bits, int N>
+__device__ __forceinline__ bool kivi_tops_ok(const unsigned (&w)[N]) {
+  static_assert(N % 2 == 0, "kivi_tops_ok: pairs of words");
+  const __half2 top = __float2half2_rn(static_cast<float>((1 << Bits) - 1));
+  const __half2 lim = __float2half2_rn(65504.0f);
+  bool ok = true;
+#pragma unroll
+  for (int i = 0; i < N; i += 2) {
+    const unsigned mn = __byte_perm(w[i], w[i + 1], 0x5410u);
+    const unsigned sc = __byte_perm(w[i], w[i + 1], 0x7632u);
+    const __half2 v = __hfma2(*reinterpret_cast<const __half2*>(&sc), top,
+                              *reinterpret_cast<const __half2*>(&mn));
+    ok = ok & __hble2(v, lim);  // no branch
+  }
+  return ok;
 }
 
 /// f16 pair (c_lo, c_hi), exact, of the codes at bits [s, s + bits) and [16 + s, ...) of w. The
@@ -208,6 +220,9 @@ struct qraw<D, F> {
 #define KVCACHE_Q8_DECODE_STAGES 4  // int8 / fp8 stages per warp (3: 4 blocks per SM, but 0.79
                                     // of the copy rate at (16, 32k) instead of 0.88 on the H100)
 #endif
+#ifndef KVCACHE_Q8_PAIRS
+#define KVCACHE_Q8_PAIRS 0  // int8 / fp8: consume the ring's 16-token stages two at a time
+#endif
 #ifndef KVCACHE_KIVI2_MIN_BLOCKS
 #define KVCACHE_KIVI2_MIN_BLOCKS 3  // 4 caps the registers at 128: the KIVI-2 kernel then spills
 #endif
@@ -228,8 +243,11 @@ struct qring {
   static constexpr int red_bytes = (kThreads / 32) * kMaxSub * (D + 2) * 4;
   static constexpr int ring_bytes = (kThreads / 32) * warp_bytes;
   static constexpr int smem_bytes = ring_bytes > red_bytes ? ring_bytes : red_bytes;
+  /// 8-bit: as many blocks as the shared memory holds (4 at most)
+  static constexpr int q8_blocks =
+      (227 * 1024) / (smem_bytes + 1024) < 4 ? (227 * 1024) / (smem_bytes + 1024) : 4;
   static constexpr int min_blocks =
-      F == 0 ? 2 : (F == 5 ? 3 : (F == 4 ? KVCACHE_KIVI2_MIN_BLOCKS : (stages > 3 ? 3 : 4)));
+      F == 0 ? 2 : (F == 5 ? 3 : (F == 4 ? KVCACHE_KIVI2_MIN_BLOCKS : q8_blocks));
   static_assert(CR % 16 == 0 && stage % 16 == 0, "qring: 16-byte chunks");
   /// KIVI code rows: slot of row r, position of its 16-byte chunk c
   __device__ static constexpr int kslot(int r) {
@@ -423,9 +441,10 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   // head page (K side) of token tok and its position; ok cleared for a page outside the pool
   auto page_of = [&](int tok, bool& ok, int& pos) -> const std::byte* {
     int page = 0;
-    if (ok) page = p.indices[pg0 + tok / p.page_size];
+    const int pi = p.page_div.div(tok);
+    if (ok) page = p.indices[pg0 + pi];
     ok = ok && page >= 0 && page < p.q_num_pages;
-    pos = tok % p.page_size;
+    pos = tok - pi * p.page_size;
     return layer_base + static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes;
   };
   unsigned char* ring = qsm + warp * R::warp_bytes;
@@ -436,7 +455,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   auto ring_loop = [&](int U, int nunits, auto&& unit, auto&& issue, auto&& consume) {
     auto unit_page = [&](int j) {
       const int u = unit(j);
-      return one_page && u < nunits ? p.indices[pg0 + (start + U * u) / p.page_size] : 0;
+      return one_page && u < nunits ? p.indices[pg0 + p.page_div.div(start + U * u)] : 0;
     };
 #pragma unroll
     for (int s = 0; s < R::stages - 1; ++s) {
@@ -456,31 +475,69 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     }
     cp_async_wait<0>();
   };
+  // As ring_loop, but units j, j + 1 (j even) are consumed together (consume2(stage j, stage j + 1,
+  // first token of unit j)) while R::stages - 2 stages are in flight; a pair whose first unit
+  // exists issues both (the second zero-filled past the end), so both stages hold finite data.
+  [[maybe_unused]] auto ring_loop2 = [&](int U, int nunits, auto&& unit, auto&& issue,
+                                         auto&& consume2) {
+    static_assert(sizeof(unit) == 0 || (R::stages % 2 == 0 && R::stages >= 4),
+                  "ring_loop2: an even number of stages");
+    auto live = [&](int j) { return unit(j & ~1) < nunits; };
+    auto unit_page = [&](int j) {
+      const int u = unit(j);
+      return one_page && u < nunits ? p.indices[pg0 + (start + U * u) / p.page_size] : 0;
+    };
+#pragma unroll
+    for (int s = 0; s < R::stages - 2; ++s) {
+      if (live(s)) issue(start + U * unit(s), unit_page(s), s);
+      cp_async_commit();
+    }
+    int next0 = unit_page(R::stages - 2), next1 = unit_page(R::stages - 1);
+    for (int j = 0; live(j); j += 2) {
+      const int jn = j + R::stages - 2;
+      __syncwarp();  // every lane is done with the stages read at j - 2, j - 1
+      if (live(jn)) {
+        issue(start + U * unit(jn), next0, jn % R::stages);
+        issue(start + U * unit(jn + 1), next1, (jn + 1) % R::stages);
+      }
+      cp_async_commit();
+      next0 = unit_page(jn + 2);
+      next1 = unit_page(jn + 3);
+      cp_async_wait<R::stages - 2>();
+      __syncwarp();  // the other lanes' copies of units j, j + 1 are visible
+      consume2(ring + (j % R::stages) * R::stage, ring + ((j + 1) % R::stages) * R::stage,
+               start + U * unit(j));
+    }
+    cp_async_wait<0>();
+  };
   // 16-token tiles: warp w takes tiles 2u, 2u + 1 with u = w + 4k
   [[maybe_unused]] auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
 
-  // int8 / fp8: one tile r at t0
-  [[maybe_unused]] auto consume8 = [&](const auto& r, int t0) {  // generic: instantiated for 8-bit only
-    const int nv[1] = {min(kQTile, qend - t0)};
-    auto decK = [&](int, int ks, unsigned (&a)[4]) {
+  // int8 / fp8: the NT (1 or 2) tiles r[0 .. NT) at t0, t0 + 16
+  [[maybe_unused]] auto consume8 = [&](const auto& r, int t0, auto nt) {  // generic: 8-bit only
+    constexpr int NT = decltype(nt)::value;
+    int nv[NT];
+#pragma unroll
+    for (int u = 0; u < NT; ++u) nv[u] = min(kQTile, qend - t0 - kQTile * u);
+    auto decK = [&](int u, int ks, unsigned (&a)[4]) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {  // token g + 8 j: word ks = dims 4 ks .. 4 ks + 3
-        const float2 lo = byte_pair<F>(r.k[j][ks], 0, r.ks[j]);
-        const float2 hi = byte_pair<F>(r.k[j][ks], 1, r.ks[j]);
+        const float2 lo = byte_pair<F>(r[u].k[j][ks], 0, r[u].ks[j]);
+        const float2 hi = byte_pair<F>(r[u].k[j][ks], 1, r[u].ks[j]);
         a[j] = pack_f16x2(lo.x, lo.y);
         a[2 + j] = pack_f16x2(hi.x, hi.y);
       }
     };
-    auto decV = [&](int, int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
+    auto decV = [&](int u, int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        const float2 x = byte_pair<F>(r.v[2 * j][i / 2], i & 1, r.vs[2 * j]);
-        const float2 y = byte_pair<F>(r.v[2 * j + 1][i / 2], i & 1, r.vs[2 * j + 1]);
+        const float2 x = byte_pair<F>(r[u].v[2 * j][i / 2], i & 1, r[u].vs[2 * j]);
+        const float2 y = byte_pair<F>(r[u].v[2 * j + 1][i / 2], i & 1, r[u].vs[2 * j + 1]);
         a[2 * j] = pack_f16x2(x.x, y.x);
         a[2 * j + 1] = pack_f16x2(x.y, y.y);
       }
     };
-    process(one_tile{}, t0, nv, decK, decV);
+    process(nt, t0, nv, decK, decV);
   };
   // KIVI: the two tiles r[0], r[1] of a stage at t0 with the key pairs kmin2 / ksc2 (Clamp: the
   // stage has a top code above the f16 maximum)
@@ -580,39 +637,51 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     // tile at t0 (on page `page` when one_page) into stage st: lane copies chunk lane % CH of rows
     // lane / CH + RPI i (K and V) and one scale (lanes 0-15: K of token lane, 16-31: V of token
     // lane - 16); rows past the tile or on a page outside the pool are zero-filled
+    // lane-constant parts: chunk c of rows lane / CH + RPI i at shared position dpos[i], the
+    // scale of token lane % 16 (K for lanes 0-15, V for 16-31)
+    const int c8 = lane % CH;
+    int dpos[kQTile / RPI];
+#pragma unroll
+    for (int i = 0; i < kQTile / RPI; ++i) {
+      const int rr = lane / CH + RPI * i;
+      dpos[i] = (rr * CH + (c8 ^ (rr % CH))) * 16;
+    }
+    const std::int64_t meta_off =
+        lane < 16 ? p.q_key_meta_offset : p.q_v_offset + p.q_value_meta_offset;
     auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(kQTile, qend - t0);
-      const bool page_ok = page >= 0 && page < p.q_num_pages;
-      const std::byte* base = layer_base + static_cast<std::int64_t>(page_ok ? page : 0) * p.q_page_bytes;
-      const int pos0 = t0 % p.page_size;
-      auto row = [&](int rr, bool& ok, int& pos) -> const std::byte* {
-        ok = rr < nvalid;
-        if (one_page) {
-          ok = ok && page_ok;
-          pos = pos0 + rr;
-          return base;
+      if (one_page) {  // the tile lies in page `page`, rows pos0 ..
+        const bool page_ok = page >= 0 && page < p.q_num_pages;
+        const int pos0 = t0 - p.page_div.div(t0) * p.page_size;
+        const std::byte* hp =
+            layer_base + static_cast<std::int64_t>(page_ok ? page : 0) * p.q_page_bytes;
+        const std::byte* src = hp + static_cast<std::int64_t>(pos0 + lane / CH) * D + c8 * 16;
+#pragma unroll
+        for (int i = 0; i < kQTile / RPI; ++i) {
+          const bool ok = page_ok && lane / CH + RPI * i < nvalid;
+          cp_async16(dst + dpos[i], src + RPI * i * D, ok);
+          cp_async16(dst + R::codes + dpos[i], src + RPI * i * D + p.q_v_offset, ok);
         }
-        return page_of(t0 + rr, ok, pos);
-      };
-      const int c = lane % CH;
+        cp_async4(dst + 2 * R::codes + lane * 4, hp + meta_off + static_cast<std::int64_t>(pos0 + (lane & 15)) * 4,
+                  page_ok && (lane & 15) < nvalid);
+        return;
+      }
 #pragma unroll
       for (int i = 0; i < kQTile / RPI; ++i) {
         const int rr = lane / CH + RPI * i;
-        bool ok;
+        bool ok = rr < nvalid;
         int pos;
-        const std::byte* hp = row(rr, ok, pos);
-        const std::byte* src = hp + static_cast<std::int64_t>(pos) * D + c * 16;
-        const int d = (rr * CH + (c ^ (rr % CH))) * 16;
-        cp_async16(dst + d, src, ok);
-        cp_async16(dst + R::codes + d, src + p.q_v_offset, ok);
+        const std::byte* hp = page_of(t0 + rr, ok, pos);
+        const std::byte* src = hp + static_cast<std::int64_t>(pos) * D + c8 * 16;
+        cp_async16(dst + dpos[i], src, ok);
+        cp_async16(dst + R::codes + dpos[i], src + p.q_v_offset, ok);
       }
       {
-        bool ok;
+        bool ok = (lane & 15) < nvalid;
         int pos;
-        const std::byte* hp = row(lane & 15, ok, pos);
-        const std::int64_t mo = lane < 16 ? p.q_key_meta_offset : p.q_v_offset + p.q_value_meta_offset;
-        cp_async4(dst + 2 * R::codes + lane * 4, hp + mo + static_cast<std::int64_t>(pos) * 4, ok);
+        const std::byte* hp = page_of(t0 + (lane & 15), ok, pos);
+        cp_async4(dst + 2 * R::codes + lane * 4, hp + meta_off + static_cast<std::int64_t>(pos) * 4, ok);
       }
     };
     // the lane's fragments of the stage at src
@@ -642,51 +711,64 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         r.vs[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + (kQTile + rr) * 4);
       }
     };
+#if KVCACHE_Q8_PAIRS
+    // the warp's tile pair 2u, 2u + 1 (adjacent: tokens t0 .. t0 + 32) in one process step
+    ring_loop2(kQTile, nqt, tile_of, issue,
+               [&](const unsigned char* s0, const unsigned char* s1, int t0) {
+                 qraw<D, F> r[2];
+                 gather(r[0], s0);
+                 gather(r[1], s1);
+                 consume8(r, t0, two_tiles{});
+               });
+#else
     ring_loop(kQTile, nqt, tile_of, issue, [&](const unsigned char* src, int t0) {
-      qraw<D, F> r;
-      gather(r, src);
-      consume8(r, t0);
+      qraw<D, F> r[1];
+      gather(r[0], src);
+      consume8(r, t0, one_tile{});
     });
+#endif
   } else {
     // ---- KIVI: a stage per 32 tokens (one page, one key group); warp w takes u = w + 4k ----------
     constexpr int CR = R::CR;
     constexpr int CPR = CR / 16;  // chunks per code row
     const int nqp = qend > start ? (qend - start + 2 * kQTile - 1) / (2 * kQTile) : 0;
     auto pair_of = [&](int j) { return 4 * j + warp; };
+    // lane-constant parts: code chunk lane + 32 i (row / CPR, chunk % CPR) at shared kpos[i], key
+    // metadata chunk lane (< D / 4), value metadata chunk lane (< D / 4: rows 16 lane / (D / 8) ..)
+    int kpos[(2 * kQTile * CPR) / 32];
+#pragma unroll
+    for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
+      const int idx = lane + 32 * i;
+      kpos[i] = R::kslot(idx / CPR) * CR + R::kchunk(idx % CPR, idx / CPR) * 16;
+    }
+    constexpr int vrows_per_chunk = 16 / (D / 8);
+    const std::int64_t vmeta_off = p.q_v_offset + p.q_value_meta_offset;
     auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(2 * kQTile, qend - t0);
       const bool pok = page >= 0 && page < p.q_num_pages;
-      const int pos0 = t0 % p.page_size;  // a multiple of 32: the stage is in one page
+      const int pos0 = t0 - p.page_div.div(t0) * p.page_size;  // a multiple of 32: one page
       const std::byte* hp = layer_base + static_cast<std::int64_t>(pok ? page : 0) * p.q_page_bytes;
-      const std::byte* kc = hp + static_cast<std::int64_t>(pos0) * CR;
+      const std::byte* kc = hp + static_cast<std::int64_t>(pos0) * CR + lane * 16;
 #pragma unroll
       for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
-        const int idx = lane + 32 * i;
-        const int rr = idx / CPR, c = idx % CPR;
-        const bool ok = pok && rr < nvalid;
-        const int d = R::kslot(rr) * CR + R::kchunk(c, rr) * 16;
-        cp_async16(dst + d, kc + idx * 16, ok);
-        cp_async16(dst + R::codes + d, kc + p.q_v_offset + idx * 16, ok);
+        const bool ok = pok && (lane + 32 * i) / CPR < nvalid;
+        cp_async16(dst + kpos[i], kc + 32 * 16 * i, ok);
+        cp_async16(dst + R::codes + kpos[i], kc + 32 * 16 * i + p.q_v_offset, ok);
       }
-      const std::byte* km =
-          hp + p.q_key_meta_offset + static_cast<std::int64_t>(pos0 / p.key_group) * D * 4;
+      const std::byte* km = hp + p.q_key_meta_offset +
+                            static_cast<std::int64_t>(pos0 >> p.key_group_shift) * D * 4 + lane * 16;
 #pragma unroll
       for (int i = 0; i < (D / 4 + 31) / 32; ++i) {
-        const int c = lane + 32 * i;
-        if (c < D / 4) cp_async16(dst + 2 * R::codes + R::kmeta_pos(c) * 16, km + c * 16, pok);
+        if (lane + 32 * i < D / 4) {
+          cp_async16(dst + 2 * R::codes + R::kmeta_pos(lane + 32 * i) * 16, km + 32 * 16 * i, pok);
+        }
       }
       // value metadata: D / 8 bytes per token (16: a chunk per row; 8: a chunk per two rows)
-      const std::byte* vm =
-          hp + p.q_v_offset + p.q_value_meta_offset + static_cast<std::int64_t>(pos0) * (D / 8);
-      {
-        constexpr int rows_per_chunk = 16 / (D / 8);
-        const int c = lane;
-        if (c < D / 4) {
-          const int r0 = c * rows_per_chunk;
-          const int nb = !pok ? 0 : min(16, max(0, nvalid - r0) * (D / 8));
-          cp_async16n(dst + 2 * R::codes + R::kmeta + c * 16, vm + c * 16, nb);
-        }
+      if (lane < D / 4) {
+        const int nb = !pok ? 0 : min(16, max(0, nvalid - lane * vrows_per_chunk) * (D / 8));
+        cp_async16n(dst + 2 * R::codes + R::kmeta + lane * 16,
+                    hp + vmeta_off + static_cast<std::int64_t>(pos0) * (D / 8) + lane * 16, nb);
       }
     };
     // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
@@ -710,16 +792,14 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         ksc2[P] = __byte_perm(lo, hi, 0x7632u);
       }
       // the overflow check, spread over the lanes: D / 32 key and D / 32 value words each
-      bool ok = true;
+      unsigned w[2 * (D / 32)];
 #pragma unroll
       for (int i = 0; i < D / 32; ++i) {
-        const int w = lane + 32 * i;
-        ok = ok && kivi_top_ok<T::bits>(
-                       *reinterpret_cast<const unsigned*>(km + R::kmeta_pos(w / 4) * 16 + (w % 4) * 4));
-        ok = ok && kivi_top_ok<T::bits>(
-                       *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * w));
+        const int x = lane + 32 * i;
+        w[2 * i] = *reinterpret_cast<const unsigned*>(km + R::kmeta_pos(x / 4) * 16 + (x % 4) * 4);
+        w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * x);
       }
-      return !__all_sync(0xFFFFFFFFu, ok);
+      return !__all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w));
     };
     auto gather = [&](qraw<D, F>& r, const unsigned char* src, int half) {
 #pragma unroll
