@@ -184,6 +184,22 @@ __device__ __forceinline__ float2 byte_pair(unsigned w, int j, float s) {
   return v;
 }
 
+/// 8-bit codes 2j, 2j + 1 of w as an exact f16 pair: fp8 E4M3 by the hardware conversion, int8
+/// as 1024 + (code + 128) (the byte in the mantissa of 1024) minus 1152.
+template <int F>
+__device__ __forceinline__ unsigned code_pair_f16(unsigned w, int j) {
+  if constexpr (F == 3) {
+    const __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2(
+        static_cast<__nv_fp8x2_storage_t>((w >> (16 * j)) & 0xFFFFu), __NV_E4M3);
+    return *reinterpret_cast<const unsigned*>(&hr);
+  } else {
+    const unsigned x = __byte_perm(w ^ 0x80808080u, 0x64646464u, j == 0 ? 0x4140u : 0x4342u);
+    const __half2 c = __hsub2(*reinterpret_cast<const __half2*>(&x),
+                              __float2half2_rn(1152.0f));
+    return *reinterpret_cast<const unsigned*>(&c);
+  }
+}
+
 template <int D, int F>
 struct qraw;
 template <int D, int F>
@@ -193,7 +209,8 @@ struct qraw<D, F> {
   unsigned k[2][T::KW];
   float ks[2];
   unsigned v[4][T::VW];
-  float vs[4];
+  float vs[4];  // V scales of the V fragment rows 2t + (j & 1) + 8 (j >> 1)
+  float vg[2];  // V scales of tokens g, g + 8 (the rows of the lane's probabilities)
 };
 template <int D, int F>
   requires(F == 4 || F == 5)
@@ -259,6 +276,14 @@ struct qring {
   /// byte b of code row r
   __device__ static constexpr int kbyte(int r, int b) {
     return kslot(r) * CR + kchunk(b / 16, r) * 16 + b % 16;
+  }
+  /// the swizzles only involve the row's low 3 bits: row r + 8 m is 8 m slots after row r (r < 8)
+  static constexpr bool kbyte_shift() {
+    for (int r = 0; r < 8; ++r)
+      for (int m = 0; m < 4; ++m)
+        for (int b = 0; b < CR; b += 4)
+          if (kbyte(r + 8 * m, b) != kbyte(r, b) + 8 * m * CR) return false;
+    return true;
   }
   /// f16 rows (D = 128: 16 chunks): position of 16-byte chunk c of row r, conflict-free for the
   /// cp.async stores, the K fragment reads (rows g, g + 8, chunks 4 t + m) and the V ones (rows
@@ -341,7 +366,10 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   // ---- NT (1 or 2) tiles at t0, t0 + 16 with nv[u] valid tokens each: decK(u, ks, a) /
   // decV(u, i, a) give tile u's A fragments. Two tiles share one max and one rescale and give the
   // scheduler two independent chains.
-  auto process = [&](auto nt, int t0, const int* nv, auto&& decK, auto&& decV) {
+  // kf(u, j): factor of the scores of tile u's token g + 8 j (the key scale when decK gives codes);
+  // pf(u, j): factor of its probabilities in P V (the value scale x 2^8 when decV gives codes)
+  auto process = [&](auto nt, int t0, const int* nv, auto&& decK, auto&& decV, auto&& kf,
+                     auto&& pf) {
     constexpr int NT = decltype(nt)::value;
     float c[NT][2][4];
 #pragma unroll
@@ -361,10 +389,11 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     float x0 = -INFINITY, x1 = -INFINITY;
 #pragma unroll
     for (int u = 0; u < NT; ++u) {
-      s[u][0] = (c[u][0][0] + c[u][1][0]) * hf0;
-      s[u][1] = (c[u][0][1] + c[u][1][1]) * hf1;
-      s[u][2] = (c[u][0][2] + c[u][1][2]) * hf0;
-      s[u][3] = (c[u][0][3] + c[u][1][3]) * hf1;
+      const float f0 = kf(u, 0), f1 = kf(u, 1);
+      s[u][0] = (c[u][0][0] + c[u][1][0]) * f0 * hf0;
+      s[u][1] = (c[u][0][1] + c[u][1][1]) * f0 * hf1;
+      s[u][2] = (c[u][0][2] + c[u][1][2]) * f1 * hf0;
+      s[u][3] = (c[u][0][3] + c[u][1][3]) * f1 * hf1;
       if (g >= nv[u]) s[u][0] = s[u][1] = -INFINITY;
       if (g + 8 >= nv[u]) s[u][2] = s[u][3] = -INFINITY;
       if (p.scores != nullptr) {
@@ -413,7 +442,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const float p2 = exp2f(s[u][2] - m0), p3 = exp2f(s[u][3] - m1);
       l0 += p0 + p2;
       l1 += p1 + p3;
-      const unsigned ulo = pack_f16x2(p0, p1), uhi = pack_f16x2(p2, p3);
+      const float f0 = pf(u, 0), f1 = pf(u, 1);
+      const unsigned ulo = pack_f16x2(p0 * f0, p1 * f0), uhi = pack_f16x2(p2 * f1, p3 * f1);
       const unsigned xa = __shfl_sync(0xFFFFFFFFu, ulo, la), xb = __shfl_sync(0xFFFFFFFFu, ulo, lb);
       const unsigned ya = __shfl_sync(0xFFFFFFFFu, uhi, la), yb = __shfl_sync(0xFFFFFFFFu, uhi, lb);
       b[u][0] = __byte_perm(xa, xb, sel);
@@ -429,6 +459,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
     }
   };
+  auto unit_kf = [](int, int) { return 1.0f; };  // decK / decV give the values
   using one_tile = std::integral_constant<int, 1>;
   using two_tiles = std::integral_constant<int, 2>;
 
@@ -519,15 +550,17 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     int nv[NT];
 #pragma unroll
     for (int u = 0; u < NT; ++u) nv[u] = min(kQTile, qend - t0 - kQTile * u);
+    // keys: the codes as f16 (exact), the key scale applied to the f32 dot product (kf)
     auto decK = [&](int u, int ks, unsigned (&a)[4]) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {  // token g + 8 j: word ks = dims 4 ks .. 4 ks + 3
-        const float2 lo = byte_pair<F>(r[u].k[j][ks], 0, r[u].ks[j]);
-        const float2 hi = byte_pair<F>(r[u].k[j][ks], 1, r[u].ks[j]);
-        a[j] = pack_f16x2(lo.x, lo.y);
-        a[2 + j] = pack_f16x2(hi.x, hi.y);
+        a[j] = code_pair_f16<F>(r[u].k[j][ks], 0);
+        a[2 + j] = code_pair_f16<F>(r[u].k[j][ks], 1);
       }
     };
+    // values: when every V scale of the tiles is <= 255.875 (so that p x scale x 2^8 <= 65504),
+    // the codes as f16 (exact) with the probabilities scaled by scale x 2^8; otherwise the values
+    // f16(code x scale) with the probabilities x 2^8. Either way o is 2^8 x the output.
     auto decV = [&](int u, int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
@@ -537,7 +570,26 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         a[2 * j + 1] = pack_f16x2(x.y, y.y);
       }
     };
-    process(nt, t0, nv, decK, decV);
+    auto decVc = [&](int u, int i, unsigned (&a)[4]) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {  // bytes (dim of token A, of token B) for dims 2i, 2i + 1
+        const unsigned c = __byte_perm(r[u].v[2 * j][i / 2], r[u].v[2 * j + 1][i / 2],
+                                       (i & 1) ? 0x7362u : 0x5140u);
+        a[2 * j] = code_pair_f16<F>(c, 0);
+        a[2 * j + 1] = code_pair_f16<F>(c, 1);
+      }
+    };
+    bool small = true;
+#pragma unroll
+    for (int u = 0; u < NT; ++u)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) small = small & (r[u].vs[j] <= 255.875f);
+    auto kf = [&](int u, int j) { return r[u].ks[j]; };
+    if (__all_sync(0xFFFFFFFFu, small)) {
+      process(nt, t0, nv, decK, decVc, kf, [&](int u, int j) { return r[u].vg[j] * 256.0f; });
+    } else {
+      process(nt, t0, nv, decK, decV, kf, [](int, int) { return 256.0f; });
+    }
   };
   // KIVI: the two tiles r[0], r[1] of a stage at t0 with the key pairs kmin2 / ksc2 (Clamp: the
   // stage has a top code above the f16 maximum)
@@ -572,7 +624,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         }
       }
     };
-    process(two_tiles{}, t0, nv, decK, decV);
+    process(two_tiles{}, t0, nv, decK, decV, unit_kf, unit_kf);
   };
 
   if constexpr (F == 0) {
@@ -627,7 +679,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
           a[2 * j + 1] = __byte_perm(wa, wb, 0x7632u);
         }
       };
-      process(one_tile{}, t0, nv, decK, decV);
+      process(one_tile{}, t0, nv, decK, decV, unit_kf, unit_kf);
     };
     ring_loop(kQTile, nqt, tile_of, issue, consume16);
   } else if constexpr (!T::kivi) {
@@ -709,6 +761,10 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         const unsigned char* v = src + R::codes + (rr * CH + (c ^ (rr % CH))) * 16 + byte % 16;
         lds_words<T::vbytes>(v, r.v[j]);
         r.vs[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + (kQTile + rr) * 4);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        r.vg[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + (kQTile + g + 8 * j) * 4);
       }
     };
 #if KVCACHE_Q8_PAIRS
@@ -801,19 +857,23 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
       return !__all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w));
     };
+    // lane-constant shared offsets of the fragments: K row g, V rows 2t, 2t + 1 (row r + 8 m is
+    // 8 m rows further: R::kbyte_shift), the V metadata of row 2t
+    static_assert(R::kbyte_shift(), "KIVI gather: the offsets assume kbyte_shift");
+    const int koff = R::kbyte(g, t * T::kbytes);
+    const int voff0 = R::codes + R::kbyte(2 * t, g * T::vbytes);
+    const int voff1 = R::codes + R::kbyte(2 * t + 1, g * T::vbytes);
+    const int vmoff = 2 * R::codes + R::kmeta + (2 * t * (D / 32) + (g * T::VD) / 32) * 4;
     auto gather = [&](qraw<D, F>& r, const unsigned char* src, int half) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        const int rr = kQTile * half + g + 8 * j;
-        lds_words<T::kbytes>(src + R::kbyte(rr, t * T::kbytes), r.k[j]);
+        lds_words<T::kbytes>(src + koff + (kQTile * half + 8 * j) * CR, r.k[j]);
       }
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int rr = kQTile * half + 2 * t + (j & 1) + 8 * (j >> 1);
-        lds_words<(T::vbytes < 2 ? 2 : T::vbytes)>(src + R::codes + R::kbyte(rr, g * T::vbytes),
-                                                   r.v[j]);
-        r.vm[j] = *reinterpret_cast<const unsigned*>(src + 2 * R::codes + R::kmeta +
-                                                     (rr * (D / 32) + (g * T::VD) / 32) * 4);
+        const int m8 = kQTile * half + 8 * (j >> 1);  // row 2t + (j & 1) + m8
+        lds_words<(T::vbytes < 2 ? 2 : T::vbytes)>(src + ((j & 1) ? voff1 : voff0) + m8 * CR, r.v[j]);
+        r.vm[j] = *reinterpret_cast<const unsigned*>(src + vmoff + ((j & 1) + m8) * (D / 32) * 4);
       }
     };
     ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
@@ -882,8 +942,15 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         }
       };
       const int nv[1] = {nvalid};
-      process(one_tile{}, t0, nv, decK, decV);
+      process(one_tile{}, t0, nv, decK, decV, unit_kf, unit_kf);
     }
+  }
+
+  if constexpr (F == 2 || F == 3) {  // o holds 2^8 x the output (consume8)
+#pragma unroll
+    for (int i = 0; i < KS; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[i][e] *= 0.00390625f;
   }
 
   // ---- merge of the warps ------------------------------------------------------------------------

@@ -458,9 +458,14 @@ void paged_decode_host(const paged_decode_plan& plan, const quantized_kv_view& k
       const std::int32_t page = a.tables.indices[a.tables.indptr[table] + t0 / P];
       const auto n = static_cast<std::int32_t>(std::min<std::int64_t>(P, q - t0));
       for (kv_side side : {kv_side::key, kv_side::value}) {
-        detail::dequantize_side_host(kv.format.side(side), kv.head_page(side, a.layer, page, head),
-                                     rows.data(), P, D, 0, n);
+        const quant_side_format& f = kv.format.side(side);
+        const std::byte* hp = kv.head_page(side, a.layer, page, head);
         float* dst = (side == kv_side::key ? K : V) + t0 * D;
+        if (f.scheme == quant_scheme::int8_token || f.scheme == quant_scheme::fp8_e4m3_token) {
+          detail::dequantize_side_f32_host(f, hp, dst, P, D, 0, n);  // code x scale in f32
+          continue;
+        }
+        detail::dequantize_side_host(f, hp, rows.data(), P, D, 0, n);  // KIVI: its f16 values
         for (std::size_t i = 0; i < static_cast<std::size_t>(n) * D; ++i) {
           dst[i] = to_float(float16{rows[i]});
         }

@@ -148,8 +148,25 @@ TEMPLATE_TEST_CASE("paged_decode_host on quantized pages equals the reference on
   a.out = out2.data();
   a.mass.data = m2.data();
   paged_decode_host(plan, f.deq.view, a);
-  CHECK(out1 == out2);
-  CHECK(m1 == m2);
+  constexpr quant_scheme ks = Q::format.key.scheme;
+  if constexpr (ks != quant_scheme::int8_token && ks != quant_scheme::fp8_e4m3_token) {
+    CHECK(out1 == out2);  // KIVI decodes to f16: the same values
+    CHECK(m1 == m2);
+  } else {
+    // int8 / fp8 decode to code x scale in f32, the f16 pages hold those rounded to f16 (2^-11
+    // relative): close, and not the same
+    double scale = 0, err = 0, merr = 0;
+    for (std::size_t i = 0; i < out1.size(); ++i) {
+      const double x = to_float(float16{out1[i]}), y = to_float(float16{out2[i]});
+      scale = std::max(scale, std::abs(y));
+      err = std::max(err, std::abs(x - y));
+    }
+    for (std::size_t i = 0; i < m1.size(); ++i) merr = std::max(merr, std::abs(double{m1[i]} - m2[i]));
+    INFO("max abs error " << err << " scale " << scale << " mass " << merr);
+    CHECK(err <= 2e-3 * scale);
+    CHECK(merr <= 2e-3);
+    CHECK(m1 != m2);
+  }
 }
 
 TEST_CASE("plan_paged_decode splits long sequences to fill the GPU", "[attention]") {

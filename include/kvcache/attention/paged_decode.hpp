@@ -23,8 +23,11 @@
  * Quantized pages (`quantized_kv_view`, quant/quantized_pool.hpp): a table of L tokens has its
  * first q tokens in the quantized pages and, for KIVI, the last L - q (< the staging page size)
  * as f16 rows in its staging page (`residual_view`); positions >= q of the quantized pages are
- * never read. Decoding is the host's arithmetic (quant/detail/codec.hpp): every K/V element is
- * decoded to the same f16 value `dequantize_pages_host` writes, then used as the f16 pages are.
+ * never read. Decoded values are the quantizer's (quant/detail/codec.hpp): int8 / fp8 E4M3
+ * elements are code x scale in f32 (the host reference uses them as they are; the CUDA kernel
+ * multiplies the exact key dot products by the key scale and uses the values rounded to f16);
+ * KIVI elements are the f16 values `dequantize_pages_host` writes (the CUDA kernel decodes the
+ * same f16 bits, up to rare one-ulp double-rounding cases), then used as f16 pages are.
  *
  * Attention mass (optional): for every token of every table, the softmax probability summed over
  * the query heads of its kv-head group, added (`+=`) to `mass.data[b * mass.seq_stride +
@@ -145,7 +148,8 @@ static_assert(std::is_trivially_copyable_v<paged_decode_args>);
  */
 void paged_decode_host(const paged_decode_plan& plan, const paged_kv_view& kv,
                        const paged_decode_args& args);
-/// @brief Host reference over quantized pages (decoded as `dequantize_pages_host` does).
+/// @brief Host reference over quantized pages (int8 / fp8: code x scale in f32; KIVI: the f16
+/// values of `dequantize_pages_host`).
 void paged_decode_host(const paged_decode_plan& plan, const quantized_kv_view& kv,
                        const residual_view& residual, const paged_decode_args& args);
 

@@ -154,6 +154,34 @@ inline void quantize_side_host(const quant_side_format& f, const std::uint16_t* 
   }
 }
 
+/**
+ * @brief Decodes page positions [first, first + n) of a per-token 8-bit side (int8 / fp8 E4M3)
+ * into f32 rows: code x scale as the quantizer defines it (`int8_decode_value`,
+ * `fp8_decode_value`), without the f16 rounding of `dequantize_side_host`. The reference of
+ * kernels that apply the scale after the dot product (paged decode attention's keys).
+ */
+inline void dequantize_side_f32_host(const quant_side_format& f, const std::byte* page, float* rows,
+                                     std::int32_t page_size, std::int32_t head_dim,
+                                     std::int32_t first, std::int32_t n) {
+  KVCACHE_EXPECTS(f.scheme == quant_scheme::int8_token || f.scheme == quant_scheme::fp8_e4m3_token,
+                  errc::not_supported, "dequantize_side_f32_host: scheme {} is not int8 / fp8",
+                  name_of(f.scheme));
+  const auto d = static_cast<std::size_t>(head_dim);
+  const std::size_t row_bytes = f.code_row_bytes(head_dim);
+  const std::byte* meta = page + f.metadata_offset(page_size, head_dim);
+  const bool is_int8 = f.scheme == quant_scheme::int8_token;
+  for (std::int32_t t = 0; t < n; ++t) {
+    const std::size_t pos = static_cast<std::size_t>(first + t);
+    const float s = load_f32(meta + 4 * pos);
+    const auto* codes = reinterpret_cast<const std::uint8_t*>(page + pos * row_bytes);
+    float* y = rows + static_cast<std::size_t>(t) * d;
+    for (std::size_t c = 0; c < d; ++c) {
+      y[c] = is_int8 ? int8_decode_value(static_cast<std::int8_t>(codes[c]), s)
+                     : fp8_decode_value(codes[c], s);
+    }
+  }
+}
+
 /// @brief Decodes page positions [first, first + n) of `page` into f16 rows.
 inline void dequantize_side_host(const quant_side_format& f, const std::byte* page,
                                  std::uint16_t* rows, std::int32_t page_size,
