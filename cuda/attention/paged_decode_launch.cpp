@@ -150,6 +150,10 @@ void paged_decode_cuda(const paged_decode_plan& plan, const quantized_kv_view& k
   p.q_v_offset = kv.v_offset_bytes;
   p.q_page_bytes = kv.page_bytes;
   p.q_head_page_bytes = kv.head_page_bytes;
+  KVCACHE_EXPECTS(kv.head_page_bytes > 0 && kv.head_page_bytes < (std::int64_t{1} << 31),
+                  errc::not_supported,
+                  "{}: head pages of {} bytes (the kernels address inside a head page with 32 bits)",
+                  who, kv.head_page_bytes);
   p.q_key_meta_offset =
       static_cast<std::int64_t>(kv.format.key.metadata_offset(kv.page_size, kv.head_dim));
   p.q_value_meta_offset =

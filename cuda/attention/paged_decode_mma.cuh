@@ -17,21 +17,25 @@
 //           tiles), the tile's tokens as K, heads as N. Lane (g, t) holds V^T fragments of dims
 //           [g D/8, (g+1) D/8) x tokens 2t, 2t+1, 2t+8, 2t+9; P^T comes from the score
 //           accumulators through 4 shuffles.
-// int8 / fp8: each warp streams its tiles through its own ring of raw tiles in shared memory
-// (cp.async, qring below), two tiles ahead; 128 registers, 4 blocks per SM. KIVI: codes go from
-// global memory straight into registers (16-byte loads where the layout allows), the next tile's
-// while the current one is computed. The plan's split should come from paged_decode_cuda_options
-// (the real blocks per SM of each format).
+// Every warp streams its tiles through its own ring of raw stages in shared memory (cp.async,
+// qring below; page ids read a unit ahead): f16 and 8-bit stages of one 16-token tile, KIVI
+// stages of 32 tokens (one page, one key group, processed as two tiles). The plan's split should
+// come from paged_decode_cuda_options (the real blocks per SM of each format).
 //
-// Decoding gives exactly the f16 values of dequantize_pages_host:
-//   int8 / fp8: f16(f32(code) * scale) in f32 (the f32 scale rules out f16 arithmetic);
-//   KIVI: host f16(min(min + code * scale, 65504)) with f32 arithmetic (code * scale exact).
-//     When the exact sum min + code * scale fits in 24 bits for every code (checked per group
-//     from the exponents of min and scale) and min + (2^bits - 1) scale <= 65504, the f32 sum is
-//     exact and one f16 fused multiply-add (HFMA2, a single rounding of the exact value) gives
-//     the same f16 bits; the codes become f16 (1024 + code) pairs with one LOP3. Groups outside
-//     that range (a min tiny against the scale or the reverse, the edge of the f16 range) take
-//     the f32 path, decided per warp and tile.
+// Decoding:
+//   int8 / fp8: the keys' codes are the A fragments as they are (exact f16: fp8 by the hardware
+//     conversion, int8 as 1024 + code + 128 - 1152) and the key scale multiplies the f32 dot
+//     product, so the scores are those of code x scale in f32 (the host reference's values, no
+//     f16 rounding of the keys). Values likewise: codes as A, the value scale x 2^8 folded into
+//     the probabilities before their f16 rounding (o is 2^8 x the output until the end); a tile
+//     with a value scale above 255.875 (p x scale x 2^8 would pass 65504) takes f16(code x
+//     scale) values and probabilities x 2^8 instead.
+//   KIVI: host f16(min(min + code * scale, 65504)) with f32 arithmetic (code * scale exact). The
+//     codes become f16 (1024 + code) pairs with one LOP3 and are taken out exact by one f16 FMA;
+//     one more f16 FMA (a single rounding of the exact min + code * scale) gives the host's f16
+//     bits except in rare double-rounding cases of the host's f32 sum (one ulp). A stage whose
+//     top code would decode above 65504 (checked per stage, one f16x2 FMA per two groups) also
+//     clamps as the host does.
 
 constexpr int kQTile = 16;
 
@@ -291,7 +295,9 @@ struct qring {
   __device__ static constexpr int hpos(int c, int r) {
     return c ^ (((c >> 3) & 1) << 1) ^ (r & 1) ^ (((r >> 1) & 1) | (((r >> 2) & 1) << 2));
   }
-  /// KIVI key metadata: position of 16-byte chunk c
+  /// KIVI key metadata: position of 16-byte chunk c, XOR-swizzled so that the 4 lanes t reading
+  /// chunks 8 t + c' hit distinct banks (in order: 2-3% slower on the H100 despite fewer
+  /// instructions)
   __device__ static constexpr int kmeta_pos(int c) { return c ^ (((c >> 3) * 2) & 7); }
 };
 
@@ -798,22 +804,24 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       kpos[i] = R::kslot(idx / CPR) * CR + R::kchunk(idx % CPR, idx / CPR) * 16;
     }
     constexpr int vrows_per_chunk = 16 / (D / 8);
-    const std::int64_t vmeta_off = p.q_v_offset + p.q_value_meta_offset;
+    // offsets inside a head page fit 32 bits (a head page is a few KB; checked at launch)
+    const int kmeta_off = static_cast<int>(p.q_key_meta_offset);
+    const int vmeta_off = static_cast<int>(p.q_value_meta_offset);
     auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(2 * kQTile, qend - t0);
       const bool pok = page >= 0 && page < p.q_num_pages;
       const int pos0 = t0 - p.page_div.div(t0) * p.page_size;  // a multiple of 32: one page
       const std::byte* hp = layer_base + static_cast<std::int64_t>(pok ? page : 0) * p.q_page_bytes;
-      const std::byte* kc = hp + static_cast<std::int64_t>(pos0) * CR + lane * 16;
+      const std::byte* hv = hp + p.q_v_offset;  // the value head page
+      const int kin = pos0 * CR + lane * 16;
 #pragma unroll
       for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
         const bool ok = pok && (lane + 32 * i) / CPR < nvalid;
-        cp_async16(dst + kpos[i], kc + 32 * 16 * i, ok);
-        cp_async16(dst + R::codes + kpos[i], kc + 32 * 16 * i + p.q_v_offset, ok);
+        cp_async16(dst + kpos[i], hp + kin + 32 * 16 * i, ok);
+        cp_async16(dst + R::codes + kpos[i], hv + kin + 32 * 16 * i, ok);
       }
-      const std::byte* km = hp + p.q_key_meta_offset +
-                            static_cast<std::int64_t>(pos0 >> p.key_group_shift) * D * 4 + lane * 16;
+      const std::byte* km = hp + (kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane * 16);
 #pragma unroll
       for (int i = 0; i < (D / 4 + 31) / 32; ++i) {
         if (lane + 32 * i < D / 4) {
@@ -824,7 +832,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       if (lane < D / 4) {
         const int nb = !pok ? 0 : min(16, max(0, nvalid - lane * vrows_per_chunk) * (D / 8));
         cp_async16n(dst + 2 * R::codes + R::kmeta + lane * 16,
-                    hp + vmeta_off + static_cast<std::int64_t>(pos0) * (D / 8) + lane * 16, nb);
+                    hv + (vmeta_off + pos0 * (D / 8) + lane * 16), nb);
       }
     };
     // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
