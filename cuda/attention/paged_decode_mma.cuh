@@ -268,7 +268,7 @@ struct qring {
   static constexpr int q8_blocks =
       (227 * 1024) / (smem_bytes + 1024) < 4 ? (227 * 1024) / (smem_bytes + 1024) : 4;
   static constexpr int min_blocks =
-      F == 0 ? 2 : (F == 5 ? 3 : (F == 4 ? KVCACHE_KIVI2_MIN_BLOCKS : q8_blocks));
+      F == 0 ? (stages > 2 ? 2 : 3) : (F == 5 ? 3 : (F == 4 ? KVCACHE_KIVI2_MIN_BLOCKS : q8_blocks));
   static_assert(CR % 16 == 0 && stage % 16 == 0, "qring: 16-byte chunks");
   /// KIVI code rows: slot of row r, position of its 16-byte chunk c
   __device__ static constexpr int kslot(int r) {
