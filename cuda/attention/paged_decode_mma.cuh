@@ -26,10 +26,11 @@
 //   int8 / fp8: the keys' codes are the A fragments as they are (exact f16: fp8 by the hardware
 //     conversion, int8 as 1024 + code + 128 - 1152) and the key scale multiplies the f32 dot
 //     product, so the scores are those of code x scale in f32 (the host reference's values, no
-//     f16 rounding of the keys). Values likewise: codes as A, the value scale x 2^8 folded into
-//     the probabilities before their f16 rounding (o is 2^8 x the output until the end); a tile
-//     with a value scale above 255.875 (p x scale x 2^8 would pass 65504) takes f16(code x
-//     scale) values and probabilities x 2^8 instead.
+//     f16 rounding of the keys). Values likewise: codes as A, the value scale x 2^12 folded into
+//     the probabilities before their f16 rounding (o is 2^12 x the output until the end) when
+//     every value scale of the tile is in [2^-12, 65504 / 2^12]: then p <= p x scale x 2^12 <=
+//     65504, no overflow and no more f16 underflow than p itself would have. Other tiles take
+//     f16(code x scale) values and probabilities x 2^12.
 //   KIVI: host f16(min(min + code * scale, 65504)) with f32 arithmetic (code * scale exact). The
 //     codes become f16 (1024 + code) pairs with one LOP3 and are taken out exact by one f16 FMA;
 //     one more f16 FMA (a single rounding of the exact min + code * scale) gives the host's f16
@@ -38,6 +39,8 @@
 //     clamps as the host does.
 
 constexpr int kQTile = 16;
+constexpr float kPScale = 4096.0f;  // int8 / fp8: P V accumulates 2^12 x the output
+constexpr float kPScale_inv = 1.0f / 4096.0f;
 
 __device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned (&a)[4], unsigned b0,
                                           unsigned b1) {
@@ -241,9 +244,6 @@ struct qraw<D, F> {
 #define KVCACHE_Q8_DECODE_STAGES 4  // int8 / fp8 stages per warp (3: 4 blocks per SM, but 0.79
                                     // of the copy rate at (16, 32k) instead of 0.88 on the H100)
 #endif
-#ifndef KVCACHE_Q8_PAIRS
-#define KVCACHE_Q8_PAIRS 0  // int8 / fp8: consume the ring's 16-token stages two at a time
-#endif
 #ifndef KVCACHE_KIVI2_MIN_BLOCKS
 #define KVCACHE_KIVI2_MIN_BLOCKS 3  // 4 caps the registers at 128: the KIVI-2 kernel then spills
 #endif
@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   // decV(u, i, a) give tile u's A fragments. Two tiles share one max and one rescale and give the
   // scheduler two independent chains.
   // kf(u, j): factor of the scores of tile u's token g + 8 j (the key scale when decK gives codes);
-  // pf(u, j): factor of its probabilities in P V (the value scale x 2^8 when decV gives codes)
+  // pf(u, j): factor of its probabilities in P V (the value scale x 2^12 when decV gives codes)
   auto process = [&](auto nt, int t0, const int* nv, auto&& decK, auto&& decV, auto&& kf,
                      auto&& pf) {
     constexpr int NT = decltype(nt)::value;
@@ -512,41 +512,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     }
     cp_async_wait<0>();
   };
-  // As ring_loop, but units j, j + 1 (j even) are consumed together (consume2(stage j, stage j + 1,
-  // first token of unit j)) while R::stages - 2 stages are in flight; a pair whose first unit
-  // exists issues both (the second zero-filled past the end), so both stages hold finite data.
-  [[maybe_unused]] auto ring_loop2 = [&](int U, int nunits, auto&& unit, auto&& issue,
-                                         auto&& consume2) {
-    static_assert(sizeof(unit) == 0 || (R::stages % 2 == 0 && R::stages >= 4),
-                  "ring_loop2: an even number of stages");
-    auto live = [&](int j) { return unit(j & ~1) < nunits; };
-    auto unit_page = [&](int j) {
-      const int u = unit(j);
-      return one_page && u < nunits ? p.indices[pg0 + (start + U * u) / p.page_size] : 0;
-    };
-#pragma unroll
-    for (int s = 0; s < R::stages - 2; ++s) {
-      if (live(s)) issue(start + U * unit(s), unit_page(s), s);
-      cp_async_commit();
-    }
-    int next0 = unit_page(R::stages - 2), next1 = unit_page(R::stages - 1);
-    for (int j = 0; live(j); j += 2) {
-      const int jn = j + R::stages - 2;
-      __syncwarp();  // every lane is done with the stages read at j - 2, j - 1
-      if (live(jn)) {
-        issue(start + U * unit(jn), next0, jn % R::stages);
-        issue(start + U * unit(jn + 1), next1, (jn + 1) % R::stages);
-      }
-      cp_async_commit();
-      next0 = unit_page(jn + 2);
-      next1 = unit_page(jn + 3);
-      cp_async_wait<R::stages - 2>();
-      __syncwarp();  // the other lanes' copies of units j, j + 1 are visible
-      consume2(ring + (j % R::stages) * R::stage, ring + ((j + 1) % R::stages) * R::stage,
-               start + U * unit(j));
-    }
-    cp_async_wait<0>();
-  };
   // 16-token tiles: warp w takes tiles 2u, 2u + 1 with u = w + 4k
   [[maybe_unused]] auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
 
@@ -564,9 +529,10 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         a[2 + j] = code_pair_f16<F>(r[u].k[j][ks], 1);
       }
     };
-    // values: when every V scale of the tiles is <= 255.875 (so that p x scale x 2^8 <= 65504),
-    // the codes as f16 (exact) with the probabilities scaled by scale x 2^8; otherwise the values
-    // f16(code x scale) with the probabilities x 2^8. Either way o is 2^8 x the output.
+    // values: when every V scale of the tiles is in [2^-12, 65504 / 2^12] (p <= p x scale x 2^12
+    // <= 65504: neither overflow nor more f16 underflow than p alone), the codes as f16 (exact)
+    // with the probabilities scaled by scale x 2^12; otherwise (also negative or NaN scales) the
+    // values f16(code x scale) with the probabilities x 2^12. Either way o is 2^12 x the output.
     auto decV = [&](int u, int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
@@ -589,12 +555,14 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
 #pragma unroll
     for (int u = 0; u < NT; ++u)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) small = small & (r[u].vs[j] <= 255.875f);
+      for (int j = 0; j < 4; ++j) {
+        small = small & (r[u].vs[j] >= kPScale_inv) & (r[u].vs[j] <= 65504.0f * kPScale_inv);
+      }
     auto kf = [&](int u, int j) { return r[u].ks[j]; };
     if (__all_sync(0xFFFFFFFFu, small)) {
-      process(nt, t0, nv, decK, decVc, kf, [&](int u, int j) { return r[u].vg[j] * 256.0f; });
+      process(nt, t0, nv, decK, decVc, kf, [&](int u, int j) { return r[u].vg[j] * kPScale; });
     } else {
-      process(nt, t0, nv, decK, decV, kf, [](int, int) { return 256.0f; });
+      process(nt, t0, nv, decK, decV, kf, [](int, int) { return kPScale; });
     }
   };
   // KIVI: the two tiles r[0], r[1] of a stage at t0 with the key pairs kmin2 / ksc2 (Clamp: the
@@ -773,22 +741,11 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         r.vg[j] = *reinterpret_cast<const float*>(src + 2 * R::codes + (kQTile + g + 8 * j) * 4);
       }
     };
-#if KVCACHE_Q8_PAIRS
-    // the warp's tile pair 2u, 2u + 1 (adjacent: tokens t0 .. t0 + 32) in one process step
-    ring_loop2(kQTile, nqt, tile_of, issue,
-               [&](const unsigned char* s0, const unsigned char* s1, int t0) {
-                 qraw<D, F> r[2];
-                 gather(r[0], s0);
-                 gather(r[1], s1);
-                 consume8(r, t0, two_tiles{});
-               });
-#else
     ring_loop(kQTile, nqt, tile_of, issue, [&](const unsigned char* src, int t0) {
       qraw<D, F> r[1];
       gather(r[0], src);
       consume8(r, t0, one_tile{});
     });
-#endif
   } else {
     // ---- KIVI: a stage per 32 tokens (one page, one key group); warp w takes u = w + 4k ----------
     constexpr int CR = R::CR;
@@ -954,11 +911,11 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     }
   }
 
-  if constexpr (F == 2 || F == 3) {  // o holds 2^8 x the output (consume8)
+  if constexpr (F == 2 || F == 3) {  // o holds 2^12 x the output (consume8)
 #pragma unroll
     for (int i = 0; i < KS; ++i)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o[i][e] *= 0.00390625f;
+      for (int e = 0; e < 4; ++e) o[i][e] *= kPScale_inv;
   }
 
   // ---- merge of the warps ------------------------------------------------------------------------

@@ -212,7 +212,12 @@ struct quant_fixture {
   pool16 deq;      // dequantized pages + residual rows at their positions (the reference's input)
   pool16 staging;  // one staging page per table
   std::vector<std::int32_t> staging_page, quantized_tokens;
-  float big_values = 0;  // > 0: standard deviation of every 5th token's value row (fill)
+  /// value rows written by fill: 0 standard normal; 1 every third 16-token tile with standard
+  /// deviation 6000 (int8 / fp8 scales above 65504 / 2^12 = 16: the kernel's exact-value tiles
+  /// mixed with code tiles in one accumulator); 2 all with standard deviation 1e-4 (scales below
+  /// 2^-12); 3 the first row of every third tile holds +65504 and -65504 in dims 0 and 1 (KIVI's
+  /// clamped stages)
+  int values_mode = 0;
 
   quant_fixture(std::int32_t layers, std::int32_t num_pages, const paged_decode_shape& s,
                 std::int32_t num_tables)
@@ -270,12 +275,16 @@ struct quant_fixture {
               const std::int32_t page = t.indices[t.indptr[table] + t0 / P];
               const auto n = static_cast<std::int32_t>(std::min<std::int64_t>(P, len - t0));
               for (std::int32_t i = 0; i < n; ++i) {
-                // big_values: every 5th token's value row near the f16 range (int8 scales
-                // above 255.875: the kernel's exact-value path)
-                const bool big = v && big_values > 0.0f && (t0 + i) % 5 == 0;
+                const std::int64_t tok = t0 + i;
+                const bool third = (tok / 16) % 3 == 0;  // every third 16-token tile
                 for (std::int32_t d = 0; d < D; ++d) {
-                  const float scale = big ? big_values : ((!v && d % 17 == 3) ? 4.0f : 1.0f);
-                  const float x = std::clamp(rand_value(rng, scale), -60000.0f, 60000.0f);
+                  float scale = (!v && d % 17 == 3) ? 4.0f : 1.0f;
+                  if (v && values_mode == 1 && third) scale = 6000.0f;
+                  if (v && values_mode == 2) scale = 1e-4f;
+                  float x = std::clamp(rand_value(rng, scale), -60000.0f, 60000.0f);
+                  if (v && values_mode == 3 && third && tok % 16 == 0 && d < 2) {
+                    x = d == 0 ? 65504.0f : -65504.0f;
+                  }
                   rows[static_cast<std::size_t>(i) * D + d] = to_float16(x).bits;
                 }
               }

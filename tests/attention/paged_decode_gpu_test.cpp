@@ -215,16 +215,16 @@ void run_f16_case(const f16_case& c, std::uint64_t seed) {
 template <class Q>
 void run_quant_case(const paged_decode_shape& s, const std::vector<std::int64_t>& lens,
                     std::int32_t force_chunk, std::uint64_t seed, bool device_options = false,
-                    float big_values = 0) {
+                    int values_mode = 0) {
   INFO(Q::name << " batch " << s.batch << " heads " << s.num_qo_heads << "/" << s.num_kv_heads
                << " D " << s.head_dim << " page " << s.page_size << " chunk " << force_chunk
-               << " seed " << seed << " big values " << big_values);
+               << " seed " << seed << " values mode " << values_mode);
   std::mt19937_64 rng(seed);
   const std::int32_t pages = pages_for(lens, s.page_size) + 3;
   tables_host t = make_tables(lens, s.page_size, pages, rng);
   const auto n_tables = static_cast<std::int32_t>(lens.size());
   quant_fixture<Q> f(1, pages, s, n_tables);
-  f.big_values = big_values;
+  f.values_mode = values_mode;
   f.fill(t, s, 0, rng);
   auto q = random_q(s, rng);
   paged_decode_options o;
@@ -315,10 +315,13 @@ TEMPLATE_TEST_CASE("paged_decode_cuda on quantized pages matches the reference o
   run_quant_case<Q>({2, 2, 2, 64, 32, 0, dtype::bf16}, {31, 150}, 0, seed + 5);
   // split sized by paged_decode_cuda_options (the kernel's occupancy on this device)
   run_quant_case<Q>({4, 32, 8, 128, 32, 0, dtype::f16}, {2000, 300, 5000, 64}, 0, seed + 10, true);
-  // values near the f16 range every 5th token (int8: scales > 255.875, the kernel's exact-value
-  // tiles mixed with code tiles in one accumulator)
-  run_quant_case<Q>({2, 8, 2, 128, 32, 0, dtype::f16}, {700, 96}, 0, seed + 11, false, 15000.0f);
-  run_quant_case<Q>({2, 8, 2, 64, 32, 0, dtype::bf16}, {333, 40}, 64, seed + 12, false, 15000.0f);
+  // value scales outside the int8 / fp8 code path's range (quant_fixture::values_mode): large
+  // values every third tile (exact-value tiles mixed with code tiles in one accumulator), small
+  // values everywhere, and rows at +-65504 (KIVI's clamped stages)
+  run_quant_case<Q>({2, 8, 2, 128, 32, 0, dtype::f16}, {700, 96}, 0, seed + 11, false, 1);
+  run_quant_case<Q>({2, 8, 2, 64, 32, 0, dtype::bf16}, {333, 40}, 64, seed + 12, false, 1);
+  run_quant_case<Q>({2, 8, 2, 128, 32, 0, dtype::f16}, {700, 96}, 0, seed + 13, false, 2);
+  run_quant_case<Q>({2, 8, 2, 128, 32, 0, dtype::f16}, {700, 96}, 64, seed + 14, false, 3);
   if constexpr (Q::residual == 0) {
     // per-token formats: vLLM's page size 16 (the benchmark's) and pages that a 16-token tile
     // straddles (page 24, page 1)
