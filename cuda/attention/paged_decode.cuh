@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kvcache/paging/paged_kv_view.hpp"
+#include "paging/fast_divmod.cuh"
 
 namespace kvcache::detail {
 
@@ -16,25 +17,6 @@ namespace kvcache::detail {
 enum class decode_format : int { f16 = 0, bf16 = 1, int8 = 2, fp8 = 3, kivi2 = 4, kivi4 = 5 };
 
 /// Everything one call's kernels take (validated by the caller). Passed by value.
-/// n / d for 0 <= n < 2^31 and 1 <= d < 2^31 by a multiply and a shift (Granlund-Montgomery:
-/// l = ceil(log2 d), m = floor(2^32 (2^l - d) / d) + 1, n / d = (umulhi(n, m) + n) >> l).
-struct fast_div {
-  std::uint32_t m = 1;
-  std::uint32_t l = 0;
-  static fast_div of(std::int32_t d) {
-    fast_div f;
-    while ((std::uint64_t{1} << f.l) < static_cast<std::uint64_t>(d)) ++f.l;
-    f.m = static_cast<std::uint32_t>(((std::uint64_t{1} << 32) * ((std::uint64_t{1} << f.l) - d)) / d + 1);
-    return f;
-  }
-#ifdef __CUDACC__
-  __device__ __forceinline__ int div(int n) const {
-    const unsigned u = static_cast<unsigned>(n);
-    return static_cast<int>((__umulhi(u, m) + u) >> l);
-  }
-#endif
-};
-
 struct decode_params {
   const void* q;
   void* out;
@@ -48,7 +30,7 @@ struct decode_params {
   const std::int32_t* indices;
   const std::int32_t* last_page_len;
   std::int32_t page_size;
-  fast_div page_div;  // n / page_size
+  fast_divmod32 page_div;  // n / page_size (tokens < 2^31)
   std::int32_t table_head_stride;
   std::int32_t batch, qo_heads, kv_heads, group, sub, subgroups;
   std::int32_t chunk_tokens, max_chunks, split;

@@ -57,7 +57,7 @@ detail::decode_params base_params(const paged_decode_plan& plan, const paged_dec
   p.indices = a.tables.indices;
   p.last_page_len = a.tables.last_page_len;
   p.page_size = s.page_size;
-  p.page_div = detail::fast_div::of(s.page_size);
+  p.page_div = detail::fast_divmod32(static_cast<std::uint32_t>(s.page_size));
   p.table_head_stride = s.table_head_stride;
   p.batch = s.batch;
   p.qo_heads = s.num_qo_heads;

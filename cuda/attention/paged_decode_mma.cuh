@@ -476,9 +476,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       F == 0 ? nullptr : p.qdata + p.layer * p.q_layer_stride + head_in_page * p.q_head_page_bytes;
   const bool one_page = p.page_size % kQTile == 0;
   // head page (K side) of token tok and its position; ok cleared for a page outside the pool
+  auto page_index = [&](int tok) {  // tok / page_size (tokens < 2^31)
+    return static_cast<int>(p.page_div.div(static_cast<unsigned>(tok)));
+  };
   auto page_of = [&](int tok, bool& ok, int& pos) -> const std::byte* {
     int page = 0;
-    const int pi = p.page_div.div(tok);
+    const int pi = page_index(tok);
     if (ok) page = p.indices[pg0 + pi];
     ok = ok && page >= 0 && page < p.q_num_pages;
     pos = tok - pi * p.page_size;
@@ -492,7 +495,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   auto ring_loop = [&](int U, int nunits, auto&& unit, auto&& issue, auto&& consume) {
     auto unit_page = [&](int j) {
       const int u = unit(j);
-      return one_page && u < nunits ? p.indices[pg0 + p.page_div.div(start + U * u)] : 0;
+      return one_page && u < nunits ? p.indices[pg0 + page_index(start + U * u)] : 0;
     };
 #pragma unroll
     for (int s = 0; s < R::stages - 1; ++s) {
@@ -515,37 +518,34 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   // 16-token tiles: warp w takes tiles 2u, 2u + 1 with u = w + 4k
   [[maybe_unused]] auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
 
-  // int8 / fp8: the NT (1 or 2) tiles r[0 .. NT) at t0, t0 + 16
-  [[maybe_unused]] auto consume8 = [&](const auto& r, int t0, auto nt) {  // generic: 8-bit only
-    constexpr int NT = decltype(nt)::value;
-    int nv[NT];
-#pragma unroll
-    for (int u = 0; u < NT; ++u) nv[u] = min(kQTile, qend - t0 - kQTile * u);
+  // int8 / fp8: one tile r at t0
+  [[maybe_unused]] auto consume8 = [&](const auto& r, int t0) {  // generic: 8-bit only
+    const int nv[1] = {min(kQTile, qend - t0)};
     // keys: the codes as f16 (exact), the key scale applied to the f32 dot product (kf)
-    auto decK = [&](int u, int ks, unsigned (&a)[4]) {
+    auto decK = [&](int, int ks, unsigned (&a)[4]) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {  // token g + 8 j: word ks = dims 4 ks .. 4 ks + 3
-        a[j] = code_pair_f16<F>(r[u].k[j][ks], 0);
-        a[2 + j] = code_pair_f16<F>(r[u].k[j][ks], 1);
+        a[j] = code_pair_f16<F>(r.k[j][ks], 0);
+        a[2 + j] = code_pair_f16<F>(r.k[j][ks], 1);
       }
     };
-    // values: when every V scale of the tiles is in [2^-12, 65504 / 2^12] (p <= p x scale x 2^12
+    // values: when every V scale of the tile is in [2^-12, 65504 / 2^12] (p <= p x scale x 2^12
     // <= 65504: neither overflow nor more f16 underflow than p alone), the codes as f16 (exact)
     // with the probabilities scaled by scale x 2^12; otherwise (also negative or NaN scales) the
     // values f16(code x scale) with the probabilities x 2^12. Either way o is 2^12 x the output.
-    auto decV = [&](int u, int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
+    auto decV = [&](int, int i, unsigned (&a)[4]) {  // dims 2i, 2i+1 of tokens (A,B), (C,D)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        const float2 x = byte_pair<F>(r[u].v[2 * j][i / 2], i & 1, r[u].vs[2 * j]);
-        const float2 y = byte_pair<F>(r[u].v[2 * j + 1][i / 2], i & 1, r[u].vs[2 * j + 1]);
+        const float2 x = byte_pair<F>(r.v[2 * j][i / 2], i & 1, r.vs[2 * j]);
+        const float2 y = byte_pair<F>(r.v[2 * j + 1][i / 2], i & 1, r.vs[2 * j + 1]);
         a[2 * j] = pack_f16x2(x.x, y.x);
         a[2 * j + 1] = pack_f16x2(x.y, y.y);
       }
     };
-    auto decVc = [&](int u, int i, unsigned (&a)[4]) {
+    auto decVc = [&](int, int i, unsigned (&a)[4]) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {  // bytes (dim of token A, of token B) for dims 2i, 2i + 1
-        const unsigned c = __byte_perm(r[u].v[2 * j][i / 2], r[u].v[2 * j + 1][i / 2],
+        const unsigned c = __byte_perm(r.v[2 * j][i / 2], r.v[2 * j + 1][i / 2],
                                        (i & 1) ? 0x7362u : 0x5140u);
         a[2 * j] = code_pair_f16<F>(c, 0);
         a[2 * j + 1] = code_pair_f16<F>(c, 1);
@@ -553,16 +553,14 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     };
     bool small = true;
 #pragma unroll
-    for (int u = 0; u < NT; ++u)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        small = small & (r[u].vs[j] >= kPScale_inv) & (r[u].vs[j] <= 65504.0f * kPScale_inv);
-      }
-    auto kf = [&](int u, int j) { return r[u].ks[j]; };
+    for (int j = 0; j < 4; ++j) {
+      small = small & (r.vs[j] >= kPScale_inv) & (r.vs[j] <= 65504.0f * kPScale_inv);
+    }
+    auto kf = [&](int, int j) { return r.ks[j]; };
     if (__all_sync(0xFFFFFFFFu, small)) {
-      process(nt, t0, nv, decK, decVc, kf, [&](int u, int j) { return r[u].vg[j] * kPScale; });
+      process(one_tile{}, t0, nv, decK, decVc, kf, [&](int, int j) { return r.vg[j] * kPScale; });
     } else {
-      process(nt, t0, nv, decK, decV, kf, [](int, int) { return kPScale; });
+      process(one_tile{}, t0, nv, decK, decV, kf, [](int, int) { return kPScale; });
     }
   };
   // KIVI: the two tiles r[0], r[1] of a stage at t0 with the key pairs kmin2 / ksc2 (Clamp: the
@@ -679,7 +677,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const int nvalid = min(kQTile, qend - t0);
       if (one_page) {  // the tile lies in page `page`, rows pos0 ..
         const bool page_ok = page >= 0 && page < p.q_num_pages;
-        const int pos0 = t0 - p.page_div.div(t0) * p.page_size;
+        const int pos0 = t0 - page_index(t0) * p.page_size;
         const std::byte* hp =
             layer_base + static_cast<std::int64_t>(page_ok ? page : 0) * p.q_page_bytes;
         const std::byte* src = hp + static_cast<std::int64_t>(pos0 + lane / CH) * D + c8 * 16;
@@ -742,9 +740,9 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
     };
     ring_loop(kQTile, nqt, tile_of, issue, [&](const unsigned char* src, int t0) {
-      qraw<D, F> r[1];
-      gather(r[0], src);
-      consume8(r, t0, one_tile{});
+      qraw<D, F> r;
+      gather(r, src);
+      consume8(r, t0);
     });
   } else {
     // ---- KIVI: a stage per 32 tokens (one page, one key group); warp w takes u = w + 4k ----------
@@ -768,7 +766,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(2 * kQTile, qend - t0);
       const bool pok = page >= 0 && page < p.q_num_pages;
-      const int pos0 = t0 - p.page_div.div(t0) * p.page_size;  // a multiple of 32: one page
+      const int pos0 = t0 - page_index(t0) * p.page_size;  // a multiple of 32: one page
       const std::byte* hp = layer_base + static_cast<std::int64_t>(pok ? page : 0) * p.q_page_bytes;
       const std::byte* hv = hp + p.q_v_offset;  // the value head page
       const int kin = pos0 * CR + lane * 16;

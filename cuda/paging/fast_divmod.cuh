@@ -1,6 +1,6 @@
 /**
  * @file fast_divmod.cuh
- * @brief `fast_divmod`: division by a run-time constant with a multiply-high, an add and a shift
+ * @brief `fast_divmod` (64-bit) and `fast_divmod32`: division by a run-time constant with a multiply-high, an add and a shift
  * (Granlund & Montgomery, "Division by invariant integers using multiplication", 1994, fig. 4.1).
  *
  * Plain C++ outside nvcc (the host test checks it against `/` and `%`).
@@ -48,6 +48,33 @@ struct fast_divmod {
   KVCACHE_HOST_DEVICE void divmod(std::uint64_t n, std::uint64_t& q, std::uint64_t& r) const {
     q = div(n);
     r = n - q * divisor;
+  }
+};
+
+/**
+ * @brief The 32-bit form: 0 <= n < 2^31 divided by 1 <= d < 2^31, one 32-bit multiply-high, an
+ * add and a shift (m = floor(2^32 (2^l - d) / d) + 1; mulhi(m, n) + n < 2^32). Only the quotient
+ * (callers that need the remainder keep d). Two words: cheap in kernel parameters.
+ */
+struct fast_divmod32 {
+  std::uint32_t multiplier = 1;
+  std::uint32_t shift = 0;
+
+  fast_divmod32() = default;
+  /// @brief Host only: precomputes the multiplier.
+  explicit fast_divmod32(std::uint32_t d) {
+    while ((std::uint64_t{1} << shift) < d) ++shift;
+    multiplier = static_cast<std::uint32_t>(
+        ((std::uint64_t{1} << 32) * ((std::uint64_t{1} << shift) - d)) / d + 1);
+  }
+
+  [[nodiscard]] KVCACHE_HOST_DEVICE std::uint32_t div(std::uint32_t n) const {
+#if defined(__CUDA_ARCH__)
+    const std::uint32_t hi = __umulhi(n, multiplier);
+#else
+    const auto hi = static_cast<std::uint32_t>((std::uint64_t{n} * multiplier) >> 32);
+#endif
+    return (hi + n) >> shift;
   }
 };
 

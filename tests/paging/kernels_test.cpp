@@ -649,3 +649,39 @@ TEST_CASE("fast_divmod agrees with / and %", "[paging][kernels]") {
   }
   SUCCEED();
 }
+
+TEST_CASE("fast_divmod32 agrees with / for n < 2^31", "[paging][kernels]") {
+  std::mt19937_64 rng(kvtest::seed() + 7);
+  std::vector<std::uint32_t> divisors;
+  for (std::uint32_t d = 1; d <= 300; ++d) divisors.push_back(d);
+  for (int sh = 9; sh <= 30; ++sh) {
+    const std::uint32_t p = std::uint32_t{1} << sh;
+    for (std::uint32_t x : {p - 1, p, p + 1}) divisors.push_back(x);
+  }
+  divisors.push_back((std::uint32_t{1} << 31) - 1);
+  for (int i = 0; i < 300; ++i)
+    divisors.push_back(
+        1 + static_cast<std::uint32_t>(rng() % (std::uint64_t{1} << (1 + rng() % 30))));
+  const std::uint32_t top = (std::uint32_t{1} << 31) - 1;
+  for (const std::uint32_t d : divisors) {
+    const kvcache::detail::fast_divmod32 f(d);
+    std::vector<std::uint32_t> ns{0, 1, d - 1, d, d + 1, 2 * d - 1, top, top - 1, top / d * d,
+                                  top / d * d - 1};
+    if (d <= top / 2) ns.push_back(2 * d);
+    for (int i = 0; i < 200; ++i) {
+      ns.push_back(static_cast<std::uint32_t>(rng() % (std::uint64_t{1} << (1 + rng() % 31))));
+    }
+    for (int i = 0; i < 50; ++i) {
+      const std::uint64_t n = std::uint64_t{d} * (rng() % 1000) + rng() % d;
+      if (n <= top) ns.push_back(static_cast<std::uint32_t>(n));
+    }
+    for (const std::uint32_t n : ns) {
+      if (n > top) continue;
+      if (f.div(n) != n / d) {
+        FAIL_CHECK("fast_divmod32(" << d << ") of " << n << " gave " << f.div(n));
+        return;
+      }
+    }
+  }
+  SUCCEED();
+}
