@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 #include <string>
@@ -127,7 +128,11 @@ void time_decode(benchmark::State& state, const batch_tables& t, const View& kv,
                  std::uint64_t q_seed, Call&& call) {
   const auto batch = t.host_view.num_tables;
   const auto shape = shape_of(batch, kv.page_size);
-  const auto opts = paged_decode_cuda_options(kv);
+  auto opts = paged_decode_cuda_options(kv);
+  // measurements of other splits: KVCACHE_BENCH_CHUNK_TOKENS (a multiple of 32) forces the chunk
+  if (const char* e = std::getenv("KVCACHE_BENCH_CHUNK_TOKENS"); e != nullptr && *e != '\0') {
+    opts.force_chunk_tokens = static_cast<std::int32_t>(std::strtol(e, nullptr, 10));
+  }
   const auto plan = plan_paged_decode(shape, t.host_view, opts);
   buffer<std::byte, cuda_space> ws(std::max<std::size_t>(plan.workspace_bytes, 256));
   buffer<std::byte, cuda_space> q(static_cast<std::size_t>(batch) * kQoHeads * kHeadDim * 2);

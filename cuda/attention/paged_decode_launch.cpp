@@ -184,6 +184,10 @@ paged_decode_options device_options(detail::decode_format format, std::int32_t h
                   who);
   options.sm_count = sms;
   options.ctas_per_sm = blocks;
+  // f16 pages at D = 128 (the tensor-core ring kernel) are memory-bound: staggered blocks in
+  // about 4 waves beat one wave (H100 at (16, 32k): 739-742 against 750-755 us); the
+  // quantized kernels are compute-bound, one wave is their best (more chunks only add work)
+  if (format == detail::decode_format::f16 && head_dim == 128) options.min_waves = 4;
   return options;
 }
 }  // namespace

@@ -50,6 +50,15 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/// 2^x by the SFU without the subnormal-result fix-up of exp2f (results below 2^-126 are 0: a
+/// probability that small is lost in the f32 sums and the f16 rounding of P anyway; exp2(-inf)
+/// = 0): 4 instructions fewer per exponential.
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 /// N bytes (2, 4, 8, 16 or 32) at p into words w (zeros when !ok).
 template <int N>
 __device__ __forceinline__ void load_words(const std::byte* p, bool ok, unsigned* w) {
@@ -424,7 +433,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     }
     const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
     if (__any_sync(0xFFFFFFFFu, n0 > m0 || n1 > m1)) {
-      const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
+      const float a0 = ex2_ftz(m0 - n0), a1 = ex2_ftz(m1 - n1);
       l0 *= a0;
       l1 *= a1;
 #pragma unroll
@@ -444,8 +453,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     unsigned b[NT][2];
 #pragma unroll
     for (int u = 0; u < NT; ++u) {
-      const float p0 = exp2f(s[u][0] - m0), p1 = exp2f(s[u][1] - m1);
-      const float p2 = exp2f(s[u][2] - m0), p3 = exp2f(s[u][3] - m1);
+      const float p0 = ex2_ftz(s[u][0] - m0), p1 = ex2_ftz(s[u][1] - m1);
+      const float p2 = ex2_ftz(s[u][2] - m0), p3 = ex2_ftz(s[u][3] - m1);
       l0 += p0 + p2;
       l1 += p1 + p3;
       const float f0 = pf(u, 0), f1 = pf(u, 1);

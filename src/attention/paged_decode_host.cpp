@@ -241,6 +241,11 @@ paged_decode_plan plan_paged_decode(const paged_decode_shape& shape,
   KVCACHE_EXPECTS(o.min_chunk_tokens >= 32 && o.min_chunk_tokens % 32 == 0,
                   errc::invalid_argument, "{}: min_chunk_tokens {} must be a multiple of 32 >= 32",
                   who, o.min_chunk_tokens);
+  KVCACHE_EXPECTS(o.min_waves >= 1, errc::invalid_argument, "{}: min_waves {} must be >= 1", who,
+                  o.min_waves);
+  KVCACHE_EXPECTS(o.wave_chunk_tokens >= 32 && o.wave_chunk_tokens % 32 == 0,
+                  errc::invalid_argument, "{}: wave_chunk_tokens {} must be a multiple of 32 >= 32",
+                  who, o.wave_chunk_tokens);
   KVCACHE_EXPECTS(o.force_chunk_tokens >= 0 && o.force_chunk_tokens % 32 == 0,
                   errc::invalid_argument, "{}: force_chunk_tokens {} must be a multiple of 32",
                   who, o.force_chunk_tokens);
@@ -288,14 +293,20 @@ paged_decode_plan plan_paged_decode(const paged_decode_shape& shape,
   } else {
     const std::int64_t target = static_cast<std::int64_t>(o.sm_count) * o.ctas_per_sm;
     if (work(longest) < target) {
-      // the smallest chunk (multiple of 32, >= min_chunk_tokens) whose work fits one wave
-      std::int64_t lo = std::min<std::int64_t>(o.min_chunk_tokens, longest) / 32;
-      std::int64_t hi = longest / 32;
-      while (lo < hi) {
-        const std::int64_t mid = (lo + hi) / 2;
-        if (work(mid * 32) <= target) hi = mid; else lo = mid + 1;
+      // the smallest chunk (multiple of 32, >= min_chunk_tokens) whose work fits `waves` waves
+      auto fitting = [&](std::int64_t waves) {
+        std::int64_t lo = std::min<std::int64_t>(o.min_chunk_tokens, longest) / 32;
+        std::int64_t hi = longest / 32;
+        while (lo < hi) {
+          const std::int64_t mid = (lo + hi) / 2;
+          if (work(mid * 32) <= target * waves) hi = mid; else lo = mid + 1;
+        }
+        return lo * 32;
+      };
+      chunk = fitting(1);
+      if (o.min_waves > 1) {  // more waves, in chunks no shorter than wave_chunk_tokens
+        chunk = std::max(fitting(o.min_waves), std::min<std::int64_t>(o.wave_chunk_tokens, chunk));
       }
-      chunk = lo * 32;
     } else {
       // more than a wave: the split into c <= 16 chunks (none below min_chunk_tokens) with the
       // least waves x chunk, the time a block-bound wave schedule takes (e.g. 512 blocks on 396

@@ -196,6 +196,30 @@ TEST_CASE("plan_paged_decode splits long sequences to fill the GPU", "[attention
   const auto d = plan_for(64, 4096, three);
   CHECK(d.max_chunks == 3);
   CHECK(d.chunk_tokens == 1376);
+  // under a wave with min_waves 4 (f16 pages on the H100: 2 blocks per SM): 128 blocks become
+  // 8 chunks of 4096 tokens, 1024 blocks in 4 waves of 264 (one wave: 2 chunks)
+  paged_decode_options f16_h100;
+  f16_h100.ctas_per_sm = 2;
+  CHECK(plan_for(16, 32768, f16_h100).max_chunks == 2);
+  f16_h100.min_waves = 4;
+  const auto e = plan_for(16, 32768, f16_h100);
+  CHECK(e.max_chunks == 8);
+  CHECK(e.chunk_tokens == 4096);
+  // a batch over a wave ignores min_waves (512 blocks: 2 waves of whole tables)
+  CHECK_FALSE(plan_for(64, 8192, f16_h100).split());
+  // no chunk below wave_chunk_tokens: (1, 128k) keeps its one-wave chunk of 4000 tokens (4 waves
+  // would be chunks of 1024), (8, 32k) gets 4096-token chunks (2 waves; 4 waves: 2048)
+  const auto f = plan_for(1, 131072, f16_h100);
+  CHECK(f.chunk_tokens == 4000);
+  CHECK(f.max_chunks * 8 <= 132 * 2);
+  CHECK(plan_for(8, 32768, f16_h100).chunk_tokens == 4096);
+  paged_decode_options odd_wave_chunk;
+  odd_wave_chunk.wave_chunk_tokens = 100;
+  KVTEST_REQUIRE_ERROR(plan_for(16, 32768, odd_wave_chunk), errc::invalid_argument,
+                       "wave_chunk_tokens 100");
+  paged_decode_options no_waves;
+  no_waves.min_waves = 0;
+  KVTEST_REQUIRE_ERROR(plan_for(16, 32768, no_waves), errc::invalid_argument, "min_waves 0");
   // no split when a wave holds the batch exactly, or when the chunks would be too short
   CHECK_FALSE(plan_for(64, 4096).split());
   paged_decode_options big_chunks = three;

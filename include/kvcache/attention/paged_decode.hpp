@@ -74,6 +74,13 @@ struct paged_decode_options {
   std::int32_t sm_count = 132;      ///< multiprocessors of the device (H100 SXM: 132)
   std::int32_t ctas_per_sm = 4;     ///< resident blocks per multiprocessor the split aims at
   std::int32_t min_chunk_tokens = 256;  ///< smallest split chunk (a multiple of 32)
+  /// a batch under one wave is split into chunks that fill about this many waves (>= 1), but
+  /// none shorter than wave_chunk_tokens (nor than the one-wave chunk): a memory-bound kernel
+  /// gains from blocks that start and end staggered (f16 pages on the H100: (16, 32k) 737-742
+  /// us in 4 waves of 4096-token chunks, 750-756 in one wave), not from short chunks ((1, 128k)
+  /// in 4 waves of 1024 tokens: 241 us, one wave of 4000: 209)
+  std::int32_t min_waves = 1;
+  std::int32_t wave_chunk_tokens = 4096;  ///< shortest chunk of a min_waves split (a multiple of 32)
   std::int32_t force_chunk_tokens = 0;  ///< tests: this chunk (a multiple of 32) instead of the heuristic
 };
 
@@ -178,8 +185,10 @@ void paged_decode_cuda(const paged_decode_plan& plan, const quantized_kv_view& k
  * `options` with `sm_count` set to the device's multiprocessors and `ctas_per_sm` to the number
  * of blocks of the kernel that reads `kv`'s format that fit one multiprocessor (its real
  * occupancy, cudaOccupancyMaxActiveBlocksPerMultiprocessor, cached per format and head dim), so
- * that the split-KV chunk of `plan_paged_decode` fills whole waves. (The default options assume
- * 132 x 4; the plan is correct with any options, only the split's fit changes.)
+ * that the split-KV chunk of `plan_paged_decode` fills whole waves, and `min_waves` to 4 for f16
+ * pages of head dim 128 (the memory-bound tensor-core kernel; others keep `options.min_waves`).
+ * (The default options assume 132 x 4 and one wave; the plan is correct with any options, only
+ * the split's fit changes.)
  * @throws kvcache::error not_supported (head dim other than 64 / 128); cuda_error.
  * @note Needs kvcache::cuda. Host only; no allocation, no sync.
  */
