@@ -59,6 +59,14 @@ __device__ __forceinline__ float ex2_ftz(float x) {
   return y;
 }
 
+/// Keeps lane-constant ints in registers across a loop (an empty asm that "changes" them in every
+/// iteration): under register pressure ptxas otherwise recomputes them from the thread index in
+/// every iteration (the KIVI loop: ~20 instructions per 32-token stage).
+template <class... Ts>
+__device__ __forceinline__ void keep_in_registers(Ts&... x) {
+  ((void)[&] { asm volatile("" : "+r"(x)); }(), ...);
+}
+
 /// N bytes (2, 4, 8, 16 or 32) at p into words w (zeros when !ok).
 template <int N>
 __device__ __forceinline__ void load_words(const std::byte* p, bool ok, unsigned* w) {
@@ -244,7 +252,7 @@ struct qraw<D, F> {
 /// scales.
 /// KIVI, a stage = 32 tokens (two tiles) of one page and one key group: K codes [32][CR], V codes
 /// [32][CR] (row r in slot kslot(r), chunks permuted by kchunk: conflict-free fragment reads of
-/// both), the group's key {min, scale} [D] (16-byte chunk c at kmeta_pos(c)), the value {min,
+/// both), the group's key {min, scale} [D] (16-byte chunk c at byte kmeta_byte(c)), the value {min,
 /// scale} [32][D / 32].
 #ifndef KVCACHE_F16_MMA_STAGES
 #define KVCACHE_F16_MMA_STAGES 3  // f16 pages on the tensor cores: stages per warp
@@ -264,7 +272,7 @@ struct qring {
   static constexpr int CR = D * bits / 8;  // bytes per code row
   static constexpr int tokens = kivi ? 2 * kQTile : kQTile;  // tokens per stage
   static constexpr int codes = tokens * CR;
-  static constexpr int kmeta = kivi ? 4 * D : (F == 0 ? 0 : 4 * kQTile);
+  static constexpr int kmeta = kivi ? 4 * D + 64 : (F == 0 ? 0 : 4 * kQTile);  // KIVI: 4 x 16 pad
   static constexpr int vmeta = kivi ? tokens * (D / 32) * 4 : (F == 0 ? 0 : 4 * kQTile);
   static constexpr int stage = 2 * codes + kmeta + vmeta;
   static constexpr int stages =
@@ -304,10 +312,12 @@ struct qring {
   __device__ static constexpr int hpos(int c, int r) {
     return c ^ (((c >> 3) & 1) << 1) ^ (r & 1) ^ (((r >> 1) & 1) | (((r >> 2) & 1) << 2));
   }
-  /// KIVI key metadata: position of 16-byte chunk c, XOR-swizzled so that the 4 lanes t reading
-  /// chunks 8 t + c' hit distinct banks (in order: 2-3% slower on the H100 despite fewer
-  /// instructions)
-  __device__ static constexpr int kmeta_pos(int c) { return c ^ (((c >> 3) * 2) & 7); }
+  /// KIVI key metadata: byte of 16-byte chunk c. The D / 16 chunks that lane t reads (its dims'
+  /// {min, scale}) are contiguous and each lane's block is followed by 16 bytes of padding, so
+  /// that the lanes t reading their chunk c' together hit distinct banks (in order, unpadded:
+  /// 4-way conflicts, 2-5% slower on the H100) with lane-constant addresses (the XOR swizzle
+  /// used before cost ~30 address instructions per stage).
+  __device__ static constexpr int kmeta_byte(int c) { return 16 * c + 16 * (c / (D / 16)); }
 };
 
 template <int D, int F>
@@ -771,6 +781,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     // offsets inside a head page fit 32 bits (a head page is a few KB; checked at launch)
     const int kmeta_off = static_cast<int>(p.q_key_meta_offset);
     const int vmeta_off = static_cast<int>(p.q_value_meta_offset);
+    const int kmeta_dst = 2 * R::codes + R::kmeta_byte(lane);  // key metadata chunk lane
     auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(2 * kQTile, qend - t0);
@@ -786,12 +797,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         cp_async16(dst + R::codes + kpos[i], hv + kin + 32 * 16 * i, ok);
       }
       const std::byte* km = hp + (kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane * 16);
-#pragma unroll
-      for (int i = 0; i < (D / 4 + 31) / 32; ++i) {
-        if (lane + 32 * i < D / 4) {
-          cp_async16(dst + 2 * R::codes + R::kmeta_pos(lane + 32 * i) * 16, km + 32 * 16 * i, pok);
-        }
-      }
+      static_assert(D / 4 <= 32, "KIVI key metadata: a chunk per lane");
+      if (lane < D / 4) cp_async16(dst + kmeta_dst, km, pok);
       // value metadata: D / 8 bytes per token (16: a chunk per row; 8: a chunk per two rows)
       if (lane < D / 4) {
         const int nb = !pok ? 0 : min(16, max(0, nvalid - lane * vrows_per_chunk) * (D / 8));
@@ -800,14 +807,18 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
     };
     // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
-    // every top code of the stage (keys and values) decodes below the f16 maximum
+    // every top code of the stage (keys and values) decodes below the f16 maximum. Lane-constant
+    // offsets: lane t's block of key metadata, the lane's first key word of the overflow check.
+    static_assert(R::kmeta_byte(D / 16) == 4 * T::KD + 16, "KIVI key metadata: lane blocks");
+    int kmt_off = 2 * R::codes + t * (4 * T::KD + 16);
+    int kchk_off = 2 * R::codes + R::kmeta_byte(lane / 4) + (lane % 4) * 4;
     unsigned kmin2[T::KD / 2], ksc2[T::KD / 2];
     auto stage_meta = [&](const unsigned char* src) -> bool {
       const unsigned char* km = src + 2 * R::codes;
       unsigned m[T::KD];
 #pragma unroll
-      for (int c = 0; c < T::KD / 4; ++c) {
-        const uint4 x = *reinterpret_cast<const uint4*>(km + R::kmeta_pos(t * (T::KD / 4) + c) * 16);
+      for (int c = 0; c < T::KD / 4; ++c) {  // lane t's block: chunks t KD / 4 + c
+        const uint4 x = *reinterpret_cast<const uint4*>(src + kmt_off + 16 * c);
         m[4 * c] = x.x;
         m[4 * c + 1] = x.y;
         m[4 * c + 2] = x.z;
@@ -823,19 +834,20 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       unsigned w[2 * (D / 32)];
 #pragma unroll
       for (int i = 0; i < D / 32; ++i) {
-        const int x = lane + 32 * i;
-        w[2 * i] = *reinterpret_cast<const unsigned*>(km + R::kmeta_pos(x / 4) * 16 + (x % 4) * 4);
-        w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * x);
+        // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4), i.e. i (128 + 2048 / D) after
+        // that of the lane
+        w[2 * i] = *reinterpret_cast<const unsigned*>(src + kchk_off + i * (128 + 2048 / D));
+        w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * (lane + 32 * i));
       }
       return !__all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w));
     };
     // lane-constant shared offsets of the fragments: K row g, V rows 2t, 2t + 1 (row r + 8 m is
     // 8 m rows further: R::kbyte_shift), the V metadata of row 2t
     static_assert(R::kbyte_shift(), "KIVI gather: the offsets assume kbyte_shift");
-    const int koff = R::kbyte(g, t * T::kbytes);
-    const int voff0 = R::codes + R::kbyte(2 * t, g * T::vbytes);
-    const int voff1 = R::codes + R::kbyte(2 * t + 1, g * T::vbytes);
-    const int vmoff = 2 * R::codes + R::kmeta + (2 * t * (D / 32) + (g * T::VD) / 32) * 4;
+    int koff = R::kbyte(g, t * T::kbytes);
+    int voff0 = R::codes + R::kbyte(2 * t, g * T::vbytes);
+    int voff1 = R::codes + R::kbyte(2 * t + 1, g * T::vbytes);
+    int vmoff = 2 * R::codes + R::kmeta + (2 * t * (D / 32) + (g * T::VD) / 32) * 4;
     auto gather = [&](qraw<D, F>& r, const unsigned char* src, int half) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
@@ -849,6 +861,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
     };
     ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
+      keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off);
       const bool clamp = stage_meta(src);
       qraw<D, F> r[2];
       gather(r[0], src, 0);
