@@ -272,7 +272,8 @@ struct qring {
   static constexpr int CR = D * bits / 8;  // bytes per code row
   static constexpr int tokens = kivi ? 2 * kQTile : kQTile;  // tokens per stage
   static constexpr int codes = tokens * CR;
-  static constexpr int kmeta = kivi ? 4 * D + 64 : (F == 0 ? 0 : 4 * kQTile);  // KIVI: 4 x 16 pad
+  static constexpr bool kpad = F == 4;  // KIVI-2: padded key metadata blocks (kmeta_byte)
+  static constexpr int kmeta = kivi ? 4 * D + (kpad ? 64 : 0) : (F == 0 ? 0 : 4 * kQTile);
   static constexpr int vmeta = kivi ? tokens * (D / 32) * 4 : (F == 0 ? 0 : 4 * kQTile);
   static constexpr int stage = 2 * codes + kmeta + vmeta;
   static constexpr int stages =
@@ -312,12 +313,15 @@ struct qring {
   __device__ static constexpr int hpos(int c, int r) {
     return c ^ (((c >> 3) & 1) << 1) ^ (r & 1) ^ (((r >> 1) & 1) | (((r >> 2) & 1) << 2));
   }
-  /// KIVI key metadata: byte of 16-byte chunk c. The D / 16 chunks that lane t reads (its dims'
-  /// {min, scale}) are contiguous and each lane's block is followed by 16 bytes of padding, so
-  /// that the lanes t reading their chunk c' together hit distinct banks (in order, unpadded:
-  /// 4-way conflicts, 2-5% slower on the H100) with lane-constant addresses (the XOR swizzle
-  /// used before cost ~30 address instructions per stage).
-  __device__ static constexpr int kmeta_byte(int c) { return 16 * c + 16 * (c / (D / 16)); }
+  /// KIVI key metadata: byte of 16-byte chunk c. The lanes t read their D / 16 chunks (their
+  /// dims' {min, scale}) together; in order and unpadded that is a 4-way bank conflict (2-5%
+  /// slower on the H100). KIVI-2: each lane's block is followed by 16 bytes of padding, so that
+  /// the reads are conflict-free with lane-constant addresses (the KIVI-2 loop: ~50 instructions
+  /// fewer per stage than with the XOR swizzle, 4% faster); KIVI-4 (memory-bound, 1-2% slower
+  /// padded) keeps the XOR swizzle of the chunks.
+  __device__ static constexpr int kmeta_byte(int c) {
+    return kpad ? 16 * c + 16 * (c / (D / 16)) : 16 * (c ^ (((c >> 3) * 2) & 7));
+  }
 };
 
 template <int D, int F>
@@ -781,7 +785,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     // offsets inside a head page fit 32 bits (a head page is a few KB; checked at launch)
     const int kmeta_off = static_cast<int>(p.q_key_meta_offset);
     const int vmeta_off = static_cast<int>(p.q_value_meta_offset);
-    const int kmeta_dst = 2 * R::codes + R::kmeta_byte(lane);  // key metadata chunk lane
+    int kmeta_dst = 2 * R::codes + R::kmeta_byte(lane);  // key metadata chunk lane
+    int lane16 = 16 * lane;
     auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(2 * kQTile, qend - t0);
@@ -789,27 +794,27 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const int pos0 = t0 - page_index(t0) * p.page_size;  // a multiple of 32: one page
       const std::byte* hp = layer_base + static_cast<std::int64_t>(pok ? page : 0) * p.q_page_bytes;
       const std::byte* hv = hp + p.q_v_offset;  // the value head page
-      const int kin = pos0 * CR + lane * 16;
+      const int kin = pos0 * CR + lane16;
 #pragma unroll
       for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
         const bool ok = pok && (lane + 32 * i) / CPR < nvalid;
         cp_async16(dst + kpos[i], hp + kin + 32 * 16 * i, ok);
         cp_async16(dst + R::codes + kpos[i], hv + kin + 32 * 16 * i, ok);
       }
-      const std::byte* km = hp + (kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane * 16);
+      const std::byte* km = hp + (kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane16);
       static_assert(D / 4 <= 32, "KIVI key metadata: a chunk per lane");
       if (lane < D / 4) cp_async16(dst + kmeta_dst, km, pok);
       // value metadata: D / 8 bytes per token (16: a chunk per row; 8: a chunk per two rows)
       if (lane < D / 4) {
         const int nb = !pok ? 0 : min(16, max(0, nvalid - lane * vrows_per_chunk) * (D / 8));
-        cp_async16n(dst + 2 * R::codes + R::kmeta + lane * 16,
-                    hv + (vmeta_off + pos0 * (D / 8) + lane * 16), nb);
+        cp_async16n(dst + 2 * R::codes + R::kmeta + lane16,
+                    hv + (vmeta_off + pos0 * (D / 8) + lane16), nb);
       }
     };
     // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
     // every top code of the stage (keys and values) decodes below the f16 maximum. Lane-constant
     // offsets: lane t's block of key metadata, the lane's first key word of the overflow check.
-    static_assert(R::kmeta_byte(D / 16) == 4 * T::KD + 16, "KIVI key metadata: lane blocks");
+    static_assert(!R::kpad || R::kmeta_byte(D / 16) == 4 * T::KD + 16, "KIVI-2 key metadata blocks");
     int kmt_off = 2 * R::codes + t * (4 * T::KD + 16);
     int kchk_off = 2 * R::codes + R::kmeta_byte(lane / 4) + (lane % 4) * 4;
     unsigned kmin2[T::KD / 2], ksc2[T::KD / 2];
@@ -817,8 +822,9 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const unsigned char* km = src + 2 * R::codes;
       unsigned m[T::KD];
 #pragma unroll
-      for (int c = 0; c < T::KD / 4; ++c) {  // lane t's block: chunks t KD / 4 + c
-        const uint4 x = *reinterpret_cast<const uint4*>(src + kmt_off + 16 * c);
+      for (int c = 0; c < T::KD / 4; ++c) {  // lane t's chunks t KD / 4 + c
+        const int off = R::kpad ? kmt_off + 16 * c : 2 * R::codes + R::kmeta_byte(t * (T::KD / 4) + c);
+        const uint4 x = *reinterpret_cast<const uint4*>(src + off);
         m[4 * c] = x.x;
         m[4 * c + 1] = x.y;
         m[4 * c + 2] = x.z;
@@ -834,9 +840,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       unsigned w[2 * (D / 32)];
 #pragma unroll
       for (int i = 0; i < D / 32; ++i) {
-        // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4), i.e. i (128 + 2048 / D) after
-        // that of the lane
-        w[2 * i] = *reinterpret_cast<const unsigned*>(src + kchk_off + i * (128 + 2048 / D));
+        // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4) (padded: i (128 + 2048 / D)
+        // after that of the lane)
+        const int x = lane + 32 * i;
+        const int off = R::kpad ? kchk_off + i * (128 + 2048 / D)
+                                : 2 * R::codes + R::kmeta_byte(x / 4) + (x % 4) * 4;
+        w[2 * i] = *reinterpret_cast<const unsigned*>(src + off);
         w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * (lane + 32 * i));
       }
       return !__all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w));
@@ -861,7 +870,10 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
     };
     ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
-      keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off);
+      if constexpr (F == 4) {  // KIVI-2 (issue-bound); KIVI-4 is 1-2% slower with these
+        keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, kpos[0],
+                          kpos[1]);
+      }
       const bool clamp = stage_meta(src);
       qraw<D, F> r[2];
       gather(r[0], src, 0);
