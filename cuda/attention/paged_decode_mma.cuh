@@ -792,23 +792,27 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const int nvalid = min(2 * kQTile, qend - t0);
       const bool pok = page >= 0 && page < p.q_num_pages;
       const int pos0 = t0 - page_index(t0) * p.page_size;  // a multiple of 32: one page
-      const std::byte* hp = layer_base + static_cast<std::int64_t>(pok ? page : 0) * p.q_page_bytes;
+      // offsets inside a head page as unsigned (zero-extended: no sign arithmetic per address)
+      const std::byte* hp =
+          layer_base + static_cast<std::uint64_t>(static_cast<unsigned>(pok ? page : 0)) *
+                           static_cast<std::uint64_t>(p.q_page_bytes);
       const std::byte* hv = hp + p.q_v_offset;  // the value head page
-      const int kin = pos0 * CR + lane16;
+      const unsigned kin = static_cast<unsigned>(pos0 * CR + lane16);
 #pragma unroll
       for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
         const bool ok = pok && (lane + 32 * i) / CPR < nvalid;
         cp_async16(dst + kpos[i], hp + kin + 32 * 16 * i, ok);
         cp_async16(dst + R::codes + kpos[i], hv + kin + 32 * 16 * i, ok);
       }
-      const std::byte* km = hp + (kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane16);
+      const std::byte* km =
+          hp + static_cast<unsigned>(kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane16);
       static_assert(D / 4 <= 32, "KIVI key metadata: a chunk per lane");
       if (lane < D / 4) cp_async16(dst + kmeta_dst, km, pok);
       // value metadata: D / 8 bytes per token (16: a chunk per row; 8: a chunk per two rows)
       if (lane < D / 4) {
         const int nb = !pok ? 0 : min(16, max(0, nvalid - lane * vrows_per_chunk) * (D / 8));
         cp_async16n(dst + 2 * R::codes + R::kmeta + lane16,
-                    hv + (vmeta_off + pos0 * (D / 8) + lane16), nb);
+                    hv + static_cast<unsigned>(vmeta_off + pos0 * (D / 8) + lane16), nb);
       }
     };
     // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
