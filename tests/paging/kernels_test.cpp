@@ -620,16 +620,28 @@ TEST_CASE("copy_pages_host rejects bad copies and writes nothing", "[paging][ker
   CHECK(pool == before);
 }
 
+namespace {
+/// Divisors for the fast_divmod tests: 1..300, 2^s - 1, 2^s, 2^s + 1 for s in [9, max_shift], and
+/// 300 random ones below 2^random_bits.
+template <class U>
+std::vector<U> test_divisors(std::mt19937_64& rng, int max_shift, int random_bits) {
+  std::vector<U> divisors;
+  for (U d = 1; d <= 300; ++d) divisors.push_back(d);
+  for (int sh = 9; sh <= max_shift; ++sh) {
+    const U p = U{1} << sh;
+    for (U x : {p - 1, p, p + 1}) divisors.push_back(x);
+  }
+  for (int i = 0; i < 300; ++i) {
+    divisors.push_back(
+        static_cast<U>(1 + rng() % (std::uint64_t{1} << (1 + rng() % random_bits))));
+  }
+  return divisors;
+}
+}  // namespace
+
 TEST_CASE("fast_divmod agrees with / and %", "[paging][kernels]") {
   std::mt19937_64 rng(kvtest::seed() + 6);
-  std::vector<std::uint64_t> divisors;
-  for (std::uint64_t d = 1; d <= 300; ++d) divisors.push_back(d);
-  for (int sh = 9; sh <= 62; ++sh) {
-    const std::uint64_t p = std::uint64_t{1} << sh;
-    for (std::uint64_t x : {p - 1, p, p + 1}) divisors.push_back(x);
-  }
-  for (int i = 0; i < 300; ++i)
-    divisors.push_back(1 + rng() % (std::uint64_t{1} << (1 + rng() % 61)));
+  const auto divisors = test_divisors<std::uint64_t>(rng, 62, 61);
   const std::uint64_t top = (std::uint64_t{1} << 63) - 1;
   for (const std::uint64_t d : divisors) {
     const kvcache::detail::fast_divmod f(d);
@@ -652,16 +664,8 @@ TEST_CASE("fast_divmod agrees with / and %", "[paging][kernels]") {
 
 TEST_CASE("fast_divmod32 agrees with / for n < 2^31", "[paging][kernels]") {
   std::mt19937_64 rng(kvtest::seed() + 7);
-  std::vector<std::uint32_t> divisors;
-  for (std::uint32_t d = 1; d <= 300; ++d) divisors.push_back(d);
-  for (int sh = 9; sh <= 30; ++sh) {
-    const std::uint32_t p = std::uint32_t{1} << sh;
-    for (std::uint32_t x : {p - 1, p, p + 1}) divisors.push_back(x);
-  }
+  auto divisors = test_divisors<std::uint32_t>(rng, 30, 30);
   divisors.push_back((std::uint32_t{1} << 31) - 1);
-  for (int i = 0; i < 300; ++i)
-    divisors.push_back(
-        1 + static_cast<std::uint32_t>(rng() % (std::uint64_t{1} << (1 + rng() % 30))));
   const std::uint32_t top = (std::uint32_t{1} << 31) - 1;
   for (const std::uint32_t d : divisors) {
     const kvcache::detail::fast_divmod32 f(d);
