@@ -42,7 +42,7 @@ struct decode_params {
   const std::byte* qdata;
   std::int64_t q_layer_stride, q_v_offset, q_page_bytes, q_head_page_bytes;
   std::int64_t q_key_meta_offset, q_value_meta_offset;
-  std::int32_t q_num_pages, key_group, key_group_shift;  // key_group = 2^key_group_shift
+  std::int32_t q_num_pages, key_group_shift;  // KIVI key group = 2^key_group_shift tokens
   const std::int32_t* staging_page;
   const std::int32_t* quantized_tokens;
   paged_kv_view staging;

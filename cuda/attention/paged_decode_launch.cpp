@@ -159,9 +159,8 @@ void paged_decode_cuda(const paged_decode_plan& plan, const quantized_kv_view& k
   p.q_value_meta_offset =
       static_cast<std::int64_t>(kv.format.value.metadata_offset(kv.page_size, kv.head_dim));
   p.q_num_pages = kv.num_pages;
-  p.key_group = kv.format.key.group;
-  p.key_group_shift = 0;
-  while (p.key_group_shift < 30 && (1 << p.key_group_shift) < p.key_group) ++p.key_group_shift;
+  p.key_group_shift = 0;  // KIVI key groups are powers of two (checked with the pool)
+  while (p.key_group_shift < 30 && (1 << p.key_group_shift) < kv.format.key.group) ++p.key_group_shift;
   p.staging_page = r.staging_page;
   p.quantized_tokens = r.quantized_tokens;
   p.staging = r.staging;
