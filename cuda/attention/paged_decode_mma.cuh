@@ -135,6 +135,14 @@ struct qtraits {
     return bits >= 8 ? 2 * P : (P / half) * cpw + P % half;
   }
   __device__ static constexpr int pair_hi(int P) { return bits >= 8 ? 2 * P + 1 : pair_lo(P) + half; }
+  /// Output dim of the P V accumulators o[i][2 r], o[i][2 r + 1] of lane (g, t) (row g + 8 r of m
+  /// tile i). KIVI-2: m tile i = 2 G + h holds dims 32 G + 4 g' + 2 h + r' (g' its row's lane,
+  /// r' its half), the 4 dims of byte g' of value group G's codes: every m tile inside one value
+  /// group, so that the group's scales can multiply P (fold_values). Others: the lane's block of
+  /// VD dims, g VD + 2 i + r.
+  __device__ static constexpr int vdim(int g, int i, int r) {
+    return F == 4 ? 32 * (i >> 1) + 4 * g + 2 * (i & 1) + r : g * VD + 2 * i + r;
+  }
 };
 
 /// Whether no KIVI group {min, scale} (f16 bits, min low) of the N words w decodes its top code
@@ -175,6 +183,29 @@ __device__ __forceinline__ unsigned code_pair(unsigned w, int s) {
   const __half2 c = __hfma2(*reinterpret_cast<const __half2*>(&r), __halves2half2(hs, hs),
                             __halves2half2(hb, hb));
   return *reinterpret_cast<const unsigned*>(&c);
+}
+
+__device__ __forceinline__ __half2 u32_as_half2(unsigned x) {
+  return *reinterpret_cast<const __half2*>(&x);
+}
+__device__ __forceinline__ unsigned half2_as_u32(__half2 x) {
+  return *reinterpret_cast<const unsigned*>(&x);
+}
+
+/// Whether every KIVI value scale of the N {min, scale} words w (f16 bits, min low) is in [2^-12,
+/// 15.75]: then P x 2^12 x scale stays in f16 range with no more underflow than P (folded values,
+/// see kivi2_values). NaN fails.
+template <int N>
+__device__ __forceinline__ bool kivi_fold_ok(const unsigned (&w)[N]) {
+  static_assert(N % 2 == 0, "kivi_fold_ok: pairs of words");
+  const __half2 lo = u32_as_half2(0x0C000C00u), hi = u32_as_half2(0x4BE04BE0u);  // 2^-12, 15.75
+  bool ok = true;
+#pragma unroll
+  for (int i = 0; i < N; i += 2) {
+    const __half2 sc = u32_as_half2(__byte_perm(w[i], w[i + 1], 0x7632u));
+    ok = ok & __hbge2(sc, lo) & __hble2(sc, hi);
+  }
+  return ok;
 }
 
 /// KIVI decode of a code pair (see code_pair) with f16x2 {scale} and {min}: one f16 FMA (a single
@@ -390,6 +421,35 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   for (int i = 0; i < KS; ++i)
 #pragma unroll
     for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
+  // KIVI-2 stages with folded values: o[i][2 r + c] holds 2^12 x sum p code scale 4^k 2^-24 (k =
+  // 2 (i & 1) + r: the code's place in its byte) and omin[G / 2][2 (G & 1) + c] 2^12 x sum p min
+  // of group G (head 2t + c); `folded` says which units o is in (to_exact / to_folded)
+  [[maybe_unused]] float omin[D / 64 > 0 ? D / 64 : 1][4] = {};
+  [[maybe_unused]] bool folded = true;
+  [[maybe_unused]] auto to_exact = [&] {  // o = 2^12 x sum p value; omin into o
+#pragma unroll
+    for (int i = 0; i < KS; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int G = i >> 1;
+        o[i][e] = o[i][e] * static_cast<float>(1 << (24 - 4 * (i & 1) - 2 * (e >> 1))) +
+                  omin[G >> 1][2 * (G & 1) + (e & 1)];
+      }
+#pragma unroll
+    for (int i = 0; i < (D / 64 > 0 ? D / 64 : 1); ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) omin[i][e] = 0.0f;
+    folded = false;
+  };
+  [[maybe_unused]] auto to_folded = [&] {
+#pragma unroll
+    for (int i = 0; i < KS; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        o[i][e] *= 1.0f / static_cast<float>(1 << (24 - 4 * (i & 1) - 2 * (e >> 1)));
+      }
+    folded = true;
+  };
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
   // ---- NT (1 or 2) tiles at t0, t0 + 16 with nv[u] valid tokens each: decK(u, ks, a) /
@@ -440,13 +500,15 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       x0 = fmaxf(x0, fmaxf(s[u][0], s[u][2]));
       x1 = fmaxf(x1, fmaxf(s[u][1], s[u][3]));
     }
+    // the maxima over the lanes (g) only when a lane's scores exceed the running maxima: one vote
+    // instead of three dependent shuffle rounds in the common case (same result either way)
+    if (__any_sync(0xFFFFFFFFu, x0 > m0 || x1 > m1)) {
 #pragma unroll
-    for (int msk = 4; msk <= 16; msk <<= 1) {
-      x0 = fmaxf(x0, __shfl_xor_sync(0xFFFFFFFFu, x0, msk));
-      x1 = fmaxf(x1, __shfl_xor_sync(0xFFFFFFFFu, x1, msk));
-    }
-    const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-    if (__any_sync(0xFFFFFFFFu, n0 > m0 || n1 > m1)) {
+      for (int msk = 4; msk <= 16; msk <<= 1) {
+        x0 = fmaxf(x0, __shfl_xor_sync(0xFFFFFFFFu, x0, msk));
+        x1 = fmaxf(x1, __shfl_xor_sync(0xFFFFFFFFu, x1, msk));
+      }
+      const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
       const float a0 = ex2_ftz(m0 - n0), a1 = ex2_ftz(m1 - n1);
       l0 *= a0;
       l1 *= a1;
@@ -456,6 +518,15 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         o[i][1] *= a1;
         o[i][2] *= a0;
         o[i][3] *= a1;
+      }
+      if constexpr (F == 4) {
+#pragma unroll
+        for (int i = 0; i < D / 64; ++i) {
+          omin[i][0] *= a0;
+          omin[i][1] *= a1;
+          omin[i][2] *= a0;
+          omin[i][3] *= a1;
+        }
       }
       m0 = n0;
       m1 = n1;
@@ -478,14 +549,18 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       b[u][0] = __byte_perm(xa, xb, sel);
       b[u][1] = __byte_perm(ya, yb, sel);
     }
+    if constexpr (std::is_invocable_v<decltype(decV)&, int, int, unsigned (&)[4]>) {
 #pragma unroll
-    for (int i = 0; i < KS; ++i) {
+      for (int i = 0; i < KS; ++i) {
 #pragma unroll
-      for (int u = 0; u < NT; ++u) {
-        unsigned a[4];
-        decV(u, i, a);
-        mma_16816(o[i], a, b[u][0], b[u][1]);
+        for (int u = 0; u < NT; ++u) {
+          unsigned a[4];
+          decV(u, i, a);
+          mma_16816(o[i], a, b[u][0], b[u][1]);
+        }
       }
+    } else {
+      decV(b);  // the whole P V (KIVI-2 folded values)
     }
   };
   auto unit_kf = [](int, int) { return 1.0f; };  // decK / decV give the values
@@ -510,7 +585,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     pos = tok - pi * p.page_size;
     return layer_base + static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes;
   };
-  unsigned char* ring = qsm + warp * R::warp_bytes;
+  int ring_off = warp * R::warp_bytes;  // KIVI-2 keeps it in a register (keep_in_registers)
+  unsigned char* ring = qsm + ring_off;
   // The warp's ring: its units j = 0, 1, ... (unit(j): index of U-token units from start, warp-
   // interleaved) are issued R::stages - 1 ahead (issue(t0, page, stage); the page id, when one
   // page holds the unit, read one more unit ahead so its latency hides behind a unit's work),
@@ -586,23 +662,33 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       process(one_tile{}, t0, nv, decK, decV, kf, [](int, int) { return kPScale; });
     }
   };
-  // KIVI: the two tiles r[0], r[1] of a stage at t0 with the key pairs kmin2 / ksc2 (Clamp: the
-  // stage has a top code above the f16 maximum)
-  [[maybe_unused]] auto consume_kivi = [&](const auto& r, int t0, const unsigned* kmin2,
-                                           const unsigned* ksc2, auto cl) {
+  // KIVI: key fragments of the two tiles r[0], r[1] of a stage with the key pairs kmin2 / ksc2
+  // (Clamp: the stage has a top code above the f16 maximum)
+  [[maybe_unused]] auto kivi_decK = [](const auto& r, const unsigned* kmin2, const unsigned* ksc2,
+                                       auto cl) {
     constexpr bool C = decltype(cl)::value;
-    const int nv[2] = {min(kQTile, qend - t0), min(kQTile, qend - t0 - kQTile)};
-    auto decK = [&](int u, int ks, unsigned (&a)[4]) {
+    return [&r, kmin2, ksc2](int u, int ks, unsigned (&a)[4]) {
 #pragma unroll
       for (int jj = 0; jj < 2; ++jj) {
         const int P = 2 * ks + jj;
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
+#ifdef KV_EXP_NOK
+          a[2 * jj + j] = r[u].k[j][P / T::half] ^ ksc2[P];
+#else
           const unsigned c = code_pair<T::bits>(r[u].k[j][P / T::half], T::bits * (P % T::half));
           a[2 * jj + j] = kivi_pair<C>(c, ksc2[P], kmin2[P]);
+#endif
         }
       }
     };
+  };
+  // KIVI-4: the two tiles r[0], r[1] of a stage at t0 (values decoded like the keys)
+  [[maybe_unused]] auto consume_kivi = [&](const auto& r, int t0, const unsigned* kmin2,
+                                           const unsigned* ksc2, auto cl) {
+    constexpr bool C = decltype(cl)::value;
+    const int nv[2] = {min(kQTile, qend - t0), min(kQTile, qend - t0 - kQTile)};
+    auto decK = kivi_decK(r, kmin2, ksc2, cl);
     auto decV = [&](int u, int i, unsigned (&a)[4]) {
       const int d = 2 * i;  // dims 2i, 2i + 1 share word and half
       const int wi = d / T::cpw;
@@ -822,7 +908,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     int kmt_off = 2 * R::codes + t * (4 * T::KD + 16);
     int kchk_off = 2 * R::codes + R::kmeta_byte(lane / 4) + (lane % 4) * 4;
     unsigned kmin2[T::KD / 2], ksc2[T::KD / 2];
-    auto stage_meta = [&](const unsigned char* src) -> bool {
+    auto stage_meta = [&](const unsigned char* src) -> int {
       const unsigned char* km = src + 2 * R::codes;
       unsigned m[T::KD];
 #pragma unroll
@@ -852,42 +938,151 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         w[2 * i] = *reinterpret_cast<const unsigned*>(src + off);
         w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * (lane + 32 * i));
       }
-      return !__all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w));
+      // mode: 0 plain, 1 clamped (a top code above the f16 maximum), 2 KIVI-2 folded values
+      const bool tops = kivi_tops_ok<T::bits, 2 * (D / 32)>(w);
+      if constexpr (F == 4) {
+        unsigned vw[D / 32];
+#pragma unroll
+        for (int i = 0; i < D / 32; ++i) vw[i] = w[2 * i + 1];
+        if (__all_sync(0xFFFFFFFFu, tops && kivi_fold_ok<D / 32>(vw))) return 2;
+      }
+      return __all_sync(0xFFFFFFFFu, tops) ? 0 : 1;
     };
     // lane-constant shared offsets of the fragments: K row g, V rows 2t, 2t + 1 (row r + 8 m is
     // 8 m rows further: R::kbyte_shift), the V metadata of row 2t
     static_assert(R::kbyte_shift(), "KIVI gather: the offsets assume kbyte_shift");
+    // KIVI-2: V code word 2 G + g / 4 of rows 2t, 2t + 1 (+ 8 G bytes), whose byte g % 4 (byte g of
+    // group G) holds the lane's dims (vdim); the {min, scale} of all groups of row 2t
     int koff = R::kbyte(g, t * T::kbytes);
-    int voff0 = R::codes + R::kbyte(2 * t, g * T::vbytes);
-    int voff1 = R::codes + R::kbyte(2 * t + 1, g * T::vbytes);
-    int vmoff = 2 * R::codes + R::kmeta + (2 * t * (D / 32) + (g * T::VD) / 32) * 4;
+    int voff0 = R::codes + (F == 4 ? R::kbyte(2 * t, 4 * (g >> 2)) : R::kbyte(2 * t, g * T::vbytes));
+    int voff1 =
+        R::codes + (F == 4 ? R::kbyte(2 * t + 1, 4 * (g >> 2)) : R::kbyte(2 * t + 1, g * T::vbytes));
+    int vmoff = 2 * R::codes + R::kmeta +
+                (2 * t * (D / 32) + (F == 4 ? 0 : (g * T::VD) / 32)) * 4;
+    // KIVI-2: byte g % 4 of two words into bytes 0 (and 1) and 2 (and 3)
+    unsigned selg = (g & 3) * 0x0011u + (4 + (g & 3)) * 0x1100u;
     auto gather = [&](qraw<D, F>& r, const unsigned char* src, int half) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         lds_words<T::kbytes>(src + koff + (kQTile * half + 8 * j) * CR, r.k[j]);
       }
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < (F == 4 ? 0 : 4); ++j) {  // KIVI-2 values: kivi2_values / kivi2_exact
         const int m8 = kQTile * half + 8 * (j >> 1);  // row 2t + (j & 1) + m8
         lds_words<(T::vbytes < 2 ? 2 : T::vbytes)>(src + ((j & 1) ? voff1 : voff0) + m8 * CR, r.v[j]);
         r.vm[j] = *reinterpret_cast<const unsigned*>(src + vmoff + ((j & 1) + m8) * (D / 32) * 4);
       }
     };
+    // KIVI-2 values of tile u (tokens 16 u ..) of the stage at src: {min, scale} words of group
+    // G of rows 2t + (j & 1) + 8 (j >> 1) in m[j][G]; the code word holding the lane's byte of
+    // group G of those rows in w[j]
+    [[maybe_unused]] auto v2_meta = [&](const unsigned char* src, int u, unsigned (&m)[4][D / 32]) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        lds_words<4 * (D / 32)>(src + vmoff + (16 * u + (j & 1) + 8 * (j >> 1)) * (D / 32) * 4, m[j]);
+      }
+    };
+    [[maybe_unused]] auto v2_codes = [&](const unsigned char* src, int u, int G, unsigned (&w)[4]) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        w[j] = *reinterpret_cast<const unsigned*>(src + ((j & 1) ? voff1 : voff0) +
+                                                   (16 * u + 8 * (j >> 1)) * CR + 8 * G);
+      }
+    };
+    // folded values (mode 2): P V with the codes themselves as the A fragments (masked in place:
+    // exact f16 subnormals code 4^k 2^-24, k = 2 (i & 1) + r the code's place in the lane's byte)
+    // and each group's value scales multiplying P (p 2^12 scale <= 65504: every scale of the stage
+    // in [2^-12, 15.75], kivi_fold_ok); the mins by MMAs of P against the groups' min rows (omin)
+    [[maybe_unused]] auto kivi2_values = [&](const unsigned char* src) {
+      return [&, src](const auto& b) {
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          unsigned m[4][D / 32];
+          v2_meta(src, u, m);
+#pragma unroll
+          for (int mm = 0; mm < D / 64; ++mm) {  // groups 2 mm (rows 0-7), 2 mm + 1 (rows 8-15)
+            const unsigned a[4] = {__byte_perm(m[0][2 * mm], m[1][2 * mm], 0x5410u),
+                                   __byte_perm(m[0][2 * mm + 1], m[1][2 * mm + 1], 0x5410u),
+                                   __byte_perm(m[2][2 * mm], m[3][2 * mm], 0x5410u),
+                                   __byte_perm(m[2][2 * mm + 1], m[3][2 * mm + 1], 0x5410u)};
+            mma_16816(omin[mm], a, b[u][0], b[u][1]);
+          }
+#pragma unroll
+          for (int G = 0; G < D / 32; ++G) {
+            const __half2 s0 = u32_as_half2(__byte_perm(m[0][G], m[1][G], 0x7632u));
+            const __half2 s1 = u32_as_half2(__byte_perm(m[2][G], m[3][G], 0x7632u));
+            const unsigned b0 = half2_as_u32(__hmul2(u32_as_half2(b[u][0]), s0));
+            const unsigned b1 = half2_as_u32(__hmul2(u32_as_half2(b[u][1]), s1));
+#ifdef KV_EXP_NOV
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const unsigned a[4] = {m[0][G], m[1][G], m[2][G], m[3][G]};
+#else
+            unsigned w[4];
+            v2_codes(src, u, G, w);
+            const unsigned c0 = __byte_perm(w[0], w[1], selg), c1 = __byte_perm(w[2], w[3], selg);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const unsigned k0 = 0x00030003u << (4 * h), k1 = 0x00030003u << (4 * h + 2);
+              const unsigned a[4] = {c0 & k0, c0 & k1, c1 & k0, c1 & k1};
+#endif
+              mma_16816(o[2 * G + h], a, b0, b1);
+            }
+          }
+        }
+      };
+    };
+    // the other stages of KIVI-2: values decoded (f16(code x scale + min), clamped) in the same
+    // dims, P x 2^12 like the folded ones
+    [[maybe_unused]] auto kivi2_exact = [&](const unsigned char* src) {
+      return [&, src](int u, int i, unsigned (&a)[4]) {
+        const int G = i >> 1, h = i & 1;
+        unsigned w[4];
+        v2_codes(src, u, G, w);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {  // token pairs (2t, 2t+1), (2t+8, 2t+9)
+          const unsigned char* pm = src + vmoff + (16 * u + 8 * j) * (D / 32) * 4 + 4 * G;
+          const unsigned ma = *reinterpret_cast<const unsigned*>(pm);
+          const unsigned mb = *reinterpret_cast<const unsigned*>(pm + (D / 32) * 4);
+          const unsigned vmin2 = __byte_perm(ma, mb, 0x5410u), vsc2 = __byte_perm(ma, mb, 0x7632u);
+          const unsigned comb = __byte_perm(w[2 * j], w[2 * j + 1], selg);
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            a[2 * j + e] = kivi_pair<true>(code_pair<2>(comb, 2 * (2 * h + e)), vsc2, vmin2);
+          }
+        }
+      };
+    };
     ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
       if constexpr (F == 4) {  // KIVI-2 (issue-bound); KIVI-4 is 1-2% slower with these
         keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, kpos[0],
-                          kpos[1]);
+                          kpos[1], selg, ring_off);
       }
-      const bool clamp = stage_meta(src);
+      const int mode = stage_meta(src);
       qraw<D, F> r[2];
       gather(r[0], src, 0);
       gather(r[1], src, 1);
-      if (clamp) {
+      if constexpr (F == 4) {
+        const int nv[2] = {min(kQTile, qend - t0), min(kQTile, qend - t0 - kQTile)};
+        auto pscale = [](int, int) { return kPScale; };
+        if (mode == 2) {
+          if (!folded) to_folded();
+          process(two_tiles{}, t0, nv, kivi_decK(r, kmin2, ksc2, std::false_type{}),
+                  kivi2_values(src), unit_kf, pscale);
+        } else {
+          if (folded) to_exact();
+          process(two_tiles{}, t0, nv, kivi_decK(r, kmin2, ksc2, std::true_type{}),
+                  kivi2_exact(src), unit_kf, pscale);
+        }
+      } else if (mode != 0) {
         consume_kivi(r, t0, kmin2, ksc2, std::true_type{});
       } else {
         consume_kivi(r, t0, kmin2, ksc2, std::false_type{});
       }
     });
+    if constexpr (F == 4) {
+      if (folded) to_exact();
+    }
   }
 
   // ---- KIVI residual window: f16 rows of the staging page ----------------------------------------
@@ -920,9 +1115,16 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
             ok ? p.staging.k_row_offset(p.layer, spage, t0 + rr - qtok, head_in_page) +
                      p.staging.v_offset_bytes
                : 0;
+        if constexpr (F == 4) {  // dims 32 G + 4 g .. + 3 (vdim)
 #pragma unroll
-        for (int c = 0; c < T::VD / 8; ++c) {
-          load_words<16>(p.staging.data + off + g * T::VD * 2 + 16 * c, ok, vw[j] + 4 * c);
+          for (int G = 0; G < D / 32; ++G) {
+            load_words<8>(p.staging.data + off + (32 * G + 4 * g) * 2, ok, vw[j] + 2 * G);
+          }
+        } else {
+#pragma unroll
+          for (int c = 0; c < T::VD / 8; ++c) {
+            load_words<16>(p.staging.data + off + g * T::VD * 2 + 16 * c, ok, vw[j] + 4 * c);
+          }
         }
       }
       auto decK = [&](int, int ks, unsigned (&a)[4]) {
@@ -943,11 +1145,13 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         }
       };
       const int nv[1] = {nvalid};
-      process(one_tile{}, t0, nv, decK, decV, unit_kf, unit_kf);
+      // KIVI-2: o holds 2^12 x the output
+      process(one_tile{}, t0, nv, decK, decV, unit_kf,
+              [](int, int) { return F == 4 ? kPScale : 1.0f; });
     }
   }
 
-  if constexpr (F == 2 || F == 3) {  // o holds 2^12 x the output (consume8)
+  if constexpr (F == 2 || F == 3 || F == 4) {  // o holds 2^12 x the output (consume8, KIVI-2)
 #pragma unroll
     for (int i = 0; i < KS; ++i)
 #pragma unroll
@@ -970,11 +1174,11 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     }
 #pragma unroll
     for (int i = 0; i < KS; ++i) {
-      const int d = g * T::VD + 2 * i;
-      red_o[warp][2 * t][d] = o[i][0];
-      red_o[warp][2 * t + 1][d] = o[i][1];
-      red_o[warp][2 * t][d + 1] = o[i][2];
-      red_o[warp][2 * t + 1][d + 1] = o[i][3];
+      const int d0 = T::vdim(g, i, 0), d1 = T::vdim(g, i, 1);
+      red_o[warp][2 * t][d0] = o[i][0];
+      red_o[warp][2 * t + 1][d0] = o[i][1];
+      red_o[warp][2 * t][d1] = o[i][2];
+      red_o[warp][2 * t + 1][d1] = o[i][3];
     }
   }
   __syncthreads();
