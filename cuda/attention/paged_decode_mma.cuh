@@ -921,7 +921,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         m[4 * c + 3] = x.w;
       }
 #pragma unroll
-      for (int P = 0; P < T::KD / 2; ++P) {
+      for (int P = 0; P < (F == 4 ? 0 : T::KD / 2); ++P) {  // KIVI-2: kivi2_decK
         const unsigned lo = m[T::pair_lo(P)], hi = m[T::pair_hi(P)];
         kmin2[P] = __byte_perm(lo, hi, 0x5410u);
         ksc2[P] = __byte_perm(lo, hi, 0x7632u);
@@ -988,6 +988,30 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         w[j] = *reinterpret_cast<const unsigned*>(src + ((j & 1) ? voff1 : voff0) +
                                                    (16 * u + 8 * (j >> 1)) * CR + 8 * G);
       }
+    };
+    // KIVI-2 key fragments with the key pairs of k step ks read from the stage when needed (not
+    // held for the whole stage: registers)
+    [[maybe_unused]] auto kivi2_decK = [&](const auto& r, const unsigned char* src, auto cl) {
+      constexpr bool C = decltype(cl)::value;
+      return [&r, src, kmt = kmt_off](int u, int ks, unsigned (&a)[4]) {
+        static_assert(F != 4 || (T::pair_lo(1) == T::pair_lo(0) + 1 && T::pair_hi(0) == T::pair_lo(0) + 8),
+                      "kivi2_decK: pairs 2 ks, 2 ks + 1 are words lo, lo + 1 and lo + 8, lo + 9");
+        const int lo = T::pair_lo(2 * ks);
+        unsigned wl[2], wh[2];
+        lds_words<8>(src + kmt + 4 * lo, wl);
+        lds_words<8>(src + kmt + 4 * (lo + 8), wh);
+#pragma unroll
+        for (int jj = 0; jj < 2; ++jj) {
+          const int P = 2 * ks + jj;
+          const unsigned mn = __byte_perm(wl[jj], wh[jj], 0x5410u);
+          const unsigned sc = __byte_perm(wl[jj], wh[jj], 0x7632u);
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const unsigned c = code_pair<T::bits>(r[u].k[j][P / T::half], T::bits * (P % T::half));
+            a[2 * jj + j] = kivi_pair<C>(c, sc, mn);
+          }
+        }
+      };
     };
     // folded values (mode 2): P V with the codes themselves as the A fragments (masked in place:
     // exact f16 subnormals code 4^k 2^-24, k = 2 (i & 1) + r the code's place in the lane's byte)
@@ -1067,12 +1091,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         auto pscale = [](int, int) { return kPScale; };
         if (mode == 2) {
           if (!folded) to_folded();
-          process(two_tiles{}, t0, nv, kivi_decK(r, kmin2, ksc2, std::false_type{}),
-                  kivi2_values(src), unit_kf, pscale);
+          process(two_tiles{}, t0, nv, kivi2_decK(r, src, std::false_type{}), kivi2_values(src),
+                  unit_kf, pscale);
         } else {
           if (folded) to_exact();
-          process(two_tiles{}, t0, nv, kivi_decK(r, kmin2, ksc2, std::true_type{}),
-                  kivi2_exact(src), unit_kf, pscale);
+          process(two_tiles{}, t0, nv, kivi2_decK(r, src, std::true_type{}), kivi2_exact(src),
+                  unit_kf, pscale);
         }
       } else if (mode != 0) {
         consume_kivi(r, t0, kmin2, ksc2, std::true_type{});
