@@ -590,8 +590,13 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   // The warp's ring: its units j = 0, 1, ... (unit(j): index of U-token units from start, warp-
   // interleaved) are issued R::stages - 1 ahead (issue(t0, page, stage); the page id, when one
   // page holds the unit, read one more unit ahead so its latency hides behind a unit's work),
-  // and consume(stage bytes, t0) runs once the unit's copies have landed.
-  auto ring_loop = [&](int U, int nunits, auto&& unit, auto&& issue, auto&& consume) {
+  // and consume(stage bytes, t0) runs once the unit's copies have landed. With Peek (KIVI-2), unit
+  // j + 1 has landed too when unit j is consumed: consume(stage, t0, stage of unit j + 1) (whose
+  // bytes it may look at ahead, e.g. its decode checks, so that they are ready at j + 1).
+  auto ring_loop = [&](int U, int nunits, auto&& unit, auto&& issue, auto&& consume,
+                       auto peek) {
+    constexpr bool Peek = decltype(peek)::value;
+    static_assert(!Peek || R::stages >= 3, "ring_loop: a unit ahead needs 3 stages");
     auto unit_page = [&](int j) {
       const int u = unit(j);
       return one_page && u < nunits ? p.indices[pg0 + page_index(start + U * u)] : 0;
@@ -608,12 +613,18 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       if (unit(jn) < nunits) issue(start + U * unit(jn), next_page, jn % R::stages);
       cp_async_commit();
       next_page = unit_page(jn + 1);
-      cp_async_wait<R::stages - 1>();
-      __syncwarp();  // the other lanes' copies of unit j are visible
-      consume(ring + (j % R::stages) * R::stage, start + U * unit(j));
+      cp_async_wait<Peek ? R::stages - 2 : R::stages - 1>();
+      __syncwarp();  // the other lanes' copies of unit j (and j + 1) are visible
+      if constexpr (Peek) {
+        consume(ring + (j % R::stages) * R::stage, start + U * unit(j),
+                ring + ((j + 1) % R::stages) * R::stage);
+      } else {
+        consume(ring + (j % R::stages) * R::stage, start + U * unit(j));
+      }
     }
     cp_async_wait<0>();
   };
+  using no_peek = std::false_type;
   // 16-token tiles: warp w takes tiles 2u, 2u + 1 with u = w + 4k
   [[maybe_unused]] auto tile_of = [&](int j) { return 8 * (j >> 1) + 2 * warp + (j & 1); };
 
@@ -762,7 +773,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       };
       process(one_tile{}, t0, nv, decK, decV, unit_kf, unit_kf);
     };
-    ring_loop(kQTile, nqt, tile_of, issue, consume16);
+    ring_loop(kQTile, nqt, tile_of, issue, consume16, no_peek{});
   } else if constexpr (!T::kivi) {
     // ---- int8 / fp8: a stage per 16-token tile ------------------------------------------------
     constexpr int CH = R::CH;
@@ -852,7 +863,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       qraw<D, F> r;
       gather(r, src);
       consume8(r, t0);
-    });
+    }, no_peek{});
   } else {
     // ---- KIVI: a stage per 32 tokens (one page, one key group); warp w takes u = w + 4k ----------
     constexpr int CR = R::CR;
@@ -938,16 +949,19 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         w[2 * i] = *reinterpret_cast<const unsigned*>(src + off);
         w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * (lane + 32 * i));
       }
-      // mode: 0 plain, 1 clamped (a top code above the f16 maximum), 2 KIVI-2 folded values
-      const bool tops = kivi_tops_ok<T::bits, 2 * (D / 32)>(w);
+      // mode: 0 plain, 1 clamped (a top code above the f16 maximum); KIVI-2: this lane's part of
+      // fold_check, 2 when its words allow the folded path
       if constexpr (F == 4) {
         unsigned vw[D / 32];
 #pragma unroll
         for (int i = 0; i < D / 32; ++i) vw[i] = w[2 * i + 1];
-        if (__all_sync(0xFFFFFFFFu, tops && kivi_fold_ok<D / 32>(vw))) return 2;
+        return kivi_tops_ok<T::bits, 2 * (D / 32)>(w) && kivi_fold_ok<D / 32>(vw) ? 2 : 1;
       }
-      return __all_sync(0xFFFFFFFFu, tops) ? 0 : 1;
+      return __all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w)) ? 0 : 1;
     };
+    // KIVI-2: this lane's part of whether a stage can take the folded path (no top code above the
+    // f16 maximum, every value scale in the window of kivi_fold_ok); the warp's vote decides
+    [[maybe_unused]] auto fold_check = [&](const unsigned char* src) { return stage_meta(src) == 2; };
     // lane-constant shared offsets of the fragments: K row g, V rows 2t, 2t + 1 (row r + 8 m is
     // 8 m rows further: R::kbyte_shift), the V metadata of row 2t
     static_assert(R::kbyte_shift(), "KIVI gather: the offsets assume kbyte_shift");
@@ -1077,35 +1091,50 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         }
       };
     };
-    ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
-      if constexpr (F == 4) {  // KIVI-2 (issue-bound); KIVI-4 is 1-2% slower with these
+    if constexpr (F == 4) {
+      // KIVI-2: whether a stage can take the folded path is checked a stage ahead (this lane's
+      // part, fold_check, of unit j + 1 while unit j is consumed; the vote at j + 1): off the
+      // stage's critical path (checked first thing in the stage, it cost ~9%)
+      bool next_ok = true, have_next = false;
+      ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0,
+                                                     const unsigned char* src_next) {
+        // KIVI-2 is issue-bound; KIVI-4 is 1-2% slower with these
         keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, kpos[0],
                           kpos[1], selg, ring_off);
-      }
-      const int mode = stage_meta(src);
-      qraw<D, F> r[2];
-      gather(r[0], src, 0);
-      gather(r[1], src, 1);
-      if constexpr (F == 4) {
+        if (!have_next) next_ok = fold_check(src);  // the first unit
+        have_next = true;
+        const bool fold = __all_sync(0xFFFFFFFFu, next_ok);
+        qraw<D, F> r[2];
+        gather(r[0], src, 0);
+        gather(r[1], src, 1);
         const int nv[2] = {min(kQTile, qend - t0), min(kQTile, qend - t0 - kQTile)};
         auto pscale = [](int, int) { return kPScale; };
-        if (mode == 2) {
+        // (past the last unit, src_next holds an old stage: its check is not used)
+        if (fold) {
           if (!folded) to_folded();
+          next_ok = fold_check(src_next);
           process(two_tiles{}, t0, nv, kivi2_decK(r, src, std::false_type{}), kivi2_values(src),
                   unit_kf, pscale);
         } else {
           if (folded) to_exact();
+          next_ok = fold_check(src_next);
           process(two_tiles{}, t0, nv, kivi2_decK(r, src, std::true_type{}), kivi2_exact(src),
                   unit_kf, pscale);
         }
-      } else if (mode != 0) {
-        consume_kivi(r, t0, kmin2, ksc2, std::true_type{});
-      } else {
-        consume_kivi(r, t0, kmin2, ksc2, std::false_type{});
-      }
-    });
-    if constexpr (F == 4) {
+      }, std::true_type{});
       if (folded) to_exact();
+    } else {
+      ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
+        const int mode = stage_meta(src);
+        qraw<D, F> r[2];
+        gather(r[0], src, 0);
+        gather(r[1], src, 1);
+        if (mode != 0) {
+          consume_kivi(r, t0, kmin2, ksc2, std::true_type{});
+        } else {
+          consume_kivi(r, t0, kmin2, ksc2, std::false_type{});
+        }
+      }, no_peek{});
     }
   }
 
