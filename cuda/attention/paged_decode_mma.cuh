@@ -533,13 +533,16 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     }
     // P^T fragment of lane (g, t): P[token 2t, 2t+1, 2t+8, 2t+9][head g], from lanes
     // (2t, g/2) and (2t+1, g/2), which hold those tokens for heads 2(g/2), 2(g/2)+1
+    // KIVI-2: probabilities x 2^12 (o and l alike) by the exponent, not a multiply
+    constexpr float pe = F == 4 ? 12.0f : 0.0f;
+    const float mp0 = m0 - pe, mp1 = m1 - pe;
     const int la = (2 * t) * 4 + (g >> 1), lb = la + 4;
     const unsigned sel = (g & 1) ? 0x7632u : 0x5410u;
     unsigned b[NT][2];
 #pragma unroll
     for (int u = 0; u < NT; ++u) {
-      const float p0 = ex2_ftz(s[u][0] - m0), p1 = ex2_ftz(s[u][1] - m1);
-      const float p2 = ex2_ftz(s[u][2] - m0), p3 = ex2_ftz(s[u][3] - m1);
+      const float p0 = ex2_ftz(s[u][0] - mp0), p1 = ex2_ftz(s[u][1] - mp1);
+      const float p2 = ex2_ftz(s[u][2] - mp0), p3 = ex2_ftz(s[u][3] - mp1);
       l0 += p0 + p2;
       l1 += p1 + p3;
       const float f0 = pf(u, 0), f1 = pf(u, 1);
@@ -917,7 +920,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     // offsets: lane t's block of key metadata, the lane's first key word of the overflow check.
     static_assert(!R::kpad || R::kmeta_byte(D / 16) == 4 * T::KD + 16, "KIVI-2 key metadata blocks");
     int kmt_off = 2 * R::codes + t * (4 * T::KD + 16);
-    int kchk_off = 2 * R::codes + R::kmeta_byte(lane / 4) + (lane % 4) * 4;
+    int kchk_off = F == 4 ? 2 * R::codes + R::kmeta_byte((D / 32) * lane / 4) + 4 * ((D / 32) * lane % 4)
+                          : 2 * R::codes + R::kmeta_byte(lane / 4) + (lane % 4) * 4;
     unsigned kmin2[T::KD / 2], ksc2[T::KD / 2];
     auto stage_meta = [&](const unsigned char* src) -> int {
       const unsigned char* km = src + 2 * R::codes;
@@ -939,6 +943,14 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
       // the overflow check, spread over the lanes: D / 32 key and D / 32 value words each
       unsigned w[2 * (D / 32)];
+      if constexpr (F == 4) {  // key and value words lane D / 32 .. (one vector each)
+        lds_words<4 * (D / 32)>(src + kchk_off, w);
+        lds_words<4 * (D / 32)>(km + R::kmeta + 4 * (D / 32) * lane, w + D / 32);
+        return kivi_tops_ok<T::bits, 2 * (D / 32)>(w) &&
+                       kivi_fold_ok<D / 32>(reinterpret_cast<const unsigned(&)[D / 32]>(w[D / 32]))
+                   ? 2
+                   : 1;
+      }
 #pragma unroll
       for (int i = 0; i < D / 32; ++i) {
         // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4) (padded: i (128 + 2048 / D)
@@ -951,12 +963,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       }
       // mode: 0 plain, 1 clamped (a top code above the f16 maximum); KIVI-2: this lane's part of
       // fold_check, 2 when its words allow the folded path
-      if constexpr (F == 4) {
-        unsigned vw[D / 32];
-#pragma unroll
-        for (int i = 0; i < D / 32; ++i) vw[i] = w[2 * i + 1];
-        return kivi_tops_ok<T::bits, 2 * (D / 32)>(w) && kivi_fold_ok<D / 32>(vw) ? 2 : 1;
-      }
       return __all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w)) ? 0 : 1;
     };
     // KIVI-2: this lane's part of whether a stage can take the folded path (no top code above the
@@ -1108,18 +1114,17 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         gather(r[0], src, 0);
         gather(r[1], src, 1);
         const int nv[2] = {min(kQTile, qend - t0), min(kQTile, qend - t0 - kQTile)};
-        auto pscale = [](int, int) { return kPScale; };
         // (past the last unit, src_next holds an old stage: its check is not used)
         if (fold) {
           if (!folded) to_folded();
           next_ok = fold_check(src_next);
           process(two_tiles{}, t0, nv, kivi2_decK(r, src, std::false_type{}), kivi2_values(src),
-                  unit_kf, pscale);
+                  unit_kf, unit_kf);
         } else {
           if (folded) to_exact();
           next_ok = fold_check(src_next);
           process(two_tiles{}, t0, nv, kivi2_decK(r, src, std::true_type{}), kivi2_exact(src),
-                  unit_kf, pscale);
+                  unit_kf, unit_kf);
         }
       }, std::true_type{});
       if (folded) to_exact();
@@ -1198,13 +1203,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         }
       };
       const int nv[1] = {nvalid};
-      // KIVI-2: o holds 2^12 x the output
-      process(one_tile{}, t0, nv, decK, decV, unit_kf,
-              [](int, int) { return F == 4 ? kPScale : 1.0f; });
+      // (KIVI-2: the probabilities are x 2^12 here too, process)
+      process(one_tile{}, t0, nv, decK, decV, unit_kf, unit_kf);
     }
   }
 
-  if constexpr (F == 2 || F == 3 || F == 4) {  // o holds 2^12 x the output (consume8, KIVI-2)
+  if constexpr (F == 2 || F == 3) {  // o holds 2^12 x the output (consume8)
 #pragma unroll
     for (int i = 0; i < KS; ++i)
 #pragma unroll
@@ -1255,7 +1259,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       store_o(p.out, (row0 + hh) * D + d, ov, qbf);
     }
     if (d == 0) {
-      const float lse2 = M + __log2f(Ls);
+      const float lse2 = M + __log2f(Ls) - (F == 4 ? 12.0f : 0.0f);  // KIVI-2: l x 2^12
       if (p.split) {
         p.part_lse[(static_cast<std::int64_t>(chunk) * p.batch * p.qo_heads) + row0 + hh] = lse2;
       } else {
