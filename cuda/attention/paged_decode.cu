@@ -390,8 +390,16 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
 #endif
 #include "attention/paged_decode_mma.cuh"
 
+/// Kernels launched with programmatic dependent launch (launch_after, PDL) start while the
+/// previous kernel's blocks finish: this waits until that kernel has completed and its memory
+/// operations are visible (at once when it was launched normally).
+__device__ __forceinline__ void wait_for_previous_grid() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+
 /// Split-KV merge: one block per (sequence, query head), a thread per element of the head dim.
 __global__ void __launch_bounds__(128) merge_kernel(const decode_params p, int D) {
+  wait_for_previous_grid();
   const int b = blockIdx.x;
   const int qh = blockIdx.y;
   const int h = qh / p.group;
@@ -422,6 +430,7 @@ __global__ void __launch_bounds__(128) merge_kernel(const decode_params p, int D
 
 /// Attention mass: a thread per (sequence, kv head, position).
 __global__ void __launch_bounds__(128) mass_kernel(const decode_params p) {
+  wait_for_previous_grid();
   const std::int64_t pos = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int b = blockIdx.y;
   const int h = blockIdx.z;
@@ -557,17 +566,32 @@ cudaError_t launch_paged_decode(const decode_params& p, decode_format format, in
   cudaError_t e = head_dim == 64 ? launch_format<64>(p, format, stream)
                                  : launch_format<128>(p, format, stream);
   if (e != cudaSuccess) return e;
+  // the merge and the mass kernels with programmatic dependent launch: their launch overlaps the
+  // end of the kernel before them (they wait for it first thing: wait_for_previous_grid)
+  auto launch_after = [&](auto kernel, dim3 grid, auto... args) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(128);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+  };
   if (p.split) {
-    merge_kernel<<<dim3(static_cast<unsigned>(p.batch), static_cast<unsigned>(p.qo_heads)), 128, 0,
-                   stream>>>(p, head_dim);
-    e = cudaGetLastError();
+    e = launch_after(merge_kernel,
+                     dim3(static_cast<unsigned>(p.batch), static_cast<unsigned>(p.qo_heads)), p,
+                     head_dim);
     if (e != cudaSuccess) return e;
   }
   if (p.mass != nullptr && p.score_stride > 0) {
     const auto blocks = static_cast<unsigned>((p.score_stride + 127) / 128);
-    mass_kernel<<<dim3(blocks, static_cast<unsigned>(p.batch), static_cast<unsigned>(p.kv_heads)),
-                  128, 0, stream>>>(p);
-    e = cudaGetLastError();
+    e = launch_after(mass_kernel,
+                     dim3(blocks, static_cast<unsigned>(p.batch), static_cast<unsigned>(p.kv_heads)),
+                     p);
   }
   return e;
 }

@@ -1215,6 +1215,9 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       for (int e = 0; e < 4; ++e) o[i][e] *= kPScale_inv;
   }
 
+#ifdef KV_EXP_PDLT
+  asm volatile("griddepcontrol.launch_dependents;\n");
+#endif
   // ---- merge of the warps ------------------------------------------------------------------------
 #pragma unroll
   for (int msk = 4; msk <= 16; msk <<= 1) {
