@@ -460,6 +460,10 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   auto process = [&](auto nt, int t0, const int* nv, auto&& decK, auto&& decV, auto&& kf,
                      auto&& pf) {
     constexpr int NT = decltype(nt)::value;
+    // Raw (KIVI-2: two tiles, kf = 1): one MMA chain per tile (the two tiles are two chains)
+    // and the score scale applied where the scores are used (max, exponent, stored scores), not
+    // to every score first
+    constexpr bool Raw = NT == 2 && F == 4;  // (KIVI-4, memory-bound, measured 4% slower so)
     float c[NT][2][4];
 #pragma unroll
     for (int u = 0; u < NT; ++u)
@@ -471,7 +475,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       for (int u = 0; u < NT; ++u) {
         unsigned a[4];
         decK(u, ks, a);
-        mma_16816(c[u][ks & 1], a, qf[ks][0], qf[ks][1]);
+        mma_16816(c[u][Raw ? 0 : (ks & 1)], a, qf[ks][0], qf[ks][1]);
       }
     }
     float s[NT][4];
@@ -479,26 +483,36 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
 #pragma unroll
     for (int u = 0; u < NT; ++u) {
       const float f0 = kf(u, 0), f1 = kf(u, 1);
-      s[u][0] = (c[u][0][0] + c[u][1][0]) * f0 * hf0;
-      s[u][1] = (c[u][0][1] + c[u][1][1]) * f0 * hf1;
-      s[u][2] = (c[u][0][2] + c[u][1][2]) * f1 * hf0;
-      s[u][3] = (c[u][0][3] + c[u][1][3]) * f1 * hf1;
+      if constexpr (Raw) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[u][e] = c[u][0][e];
+      } else {
+        s[u][0] = (c[u][0][0] + c[u][1][0]) * f0 * hf0;
+        s[u][1] = (c[u][0][1] + c[u][1][1]) * f0 * hf1;
+        s[u][2] = (c[u][0][2] + c[u][1][2]) * f1 * hf0;
+        s[u][3] = (c[u][0][3] + c[u][1][3]) * f1 * hf1;
+      }
       if (g >= nv[u]) s[u][0] = s[u][1] = -INFINITY;
       if (g + 8 >= nv[u]) s[u][2] = s[u][3] = -INFINITY;
       if (p.scores != nullptr) {
         const int ta = t0 + kQTile * u + g, tb = ta + 8;
         const std::int64_t ra = (row0 + 2 * t) * p.score_stride, rb = ra + p.score_stride;
+        const float h0 = Raw ? hf0 : 1.0f, h1 = Raw ? hf1 : 1.0f;
         if (2 * t < sub) {
-          if (g < nv[u] && ta < p.score_stride) p.scores[ra + ta] = s[u][0];
-          if (g + 8 < nv[u] && tb < p.score_stride) p.scores[ra + tb] = s[u][2];
+          if (g < nv[u] && ta < p.score_stride) p.scores[ra + ta] = s[u][0] * h0;
+          if (g + 8 < nv[u] && tb < p.score_stride) p.scores[ra + tb] = s[u][2] * h0;
         }
         if (2 * t + 1 < sub) {
-          if (g < nv[u] && ta < p.score_stride) p.scores[rb + ta] = s[u][1];
-          if (g + 8 < nv[u] && tb < p.score_stride) p.scores[rb + tb] = s[u][3];
+          if (g < nv[u] && ta < p.score_stride) p.scores[rb + ta] = s[u][1] * h1;
+          if (g + 8 < nv[u] && tb < p.score_stride) p.scores[rb + tb] = s[u][3] * h1;
         }
       }
       x0 = fmaxf(x0, fmaxf(s[u][0], s[u][2]));
       x1 = fmaxf(x1, fmaxf(s[u][1], s[u][3]));
+    }
+    if constexpr (Raw) {  // the scale is > 0: the maximum of the scaled scores, exactly
+      x0 *= hf0;
+      x1 *= hf1;
     }
     // the maxima over the lanes (g) only when a lane's scores exceed the running maxima: one vote
     // instead of three dependent shuffle rounds in the common case (same result either way)
@@ -541,8 +555,11 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     unsigned b[NT][2];
 #pragma unroll
     for (int u = 0; u < NT; ++u) {
-      const float p0 = ex2_ftz(s[u][0] - mp0), p1 = ex2_ftz(s[u][1] - mp1);
-      const float p2 = ex2_ftz(s[u][2] - mp0), p3 = ex2_ftz(s[u][3] - mp1);
+      // (Raw: the scale in the exponent's FMA)
+      const float p0 = ex2_ftz(Raw ? fmaf(s[u][0], hf0, -mp0) : s[u][0] - mp0);
+      const float p1 = ex2_ftz(Raw ? fmaf(s[u][1], hf1, -mp1) : s[u][1] - mp1);
+      const float p2 = ex2_ftz(Raw ? fmaf(s[u][2], hf0, -mp0) : s[u][2] - mp0);
+      const float p3 = ex2_ftz(Raw ? fmaf(s[u][3], hf1, -mp1) : s[u][3] - mp1);
       l0 += p0 + p2;
       l1 += p1 + p3;
       const float f0 = pf(u, 0), f1 = pf(u, 1);
@@ -687,12 +704,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         const int P = 2 * ks + jj;
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-#ifdef KV_EXP_NOK
-          a[2 * jj + j] = r[u].k[j][P / T::half] ^ ksc2[P];
-#else
           const unsigned c = code_pair<T::bits>(r[u].k[j][P / T::half], T::bits * (P % T::half));
           a[2 * jj + j] = kivi_pair<C>(c, ksc2[P], kmin2[P]);
-#endif
         }
       }
     };
@@ -1057,11 +1070,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
             const __half2 s1 = u32_as_half2(__byte_perm(m[2][G], m[3][G], 0x7632u));
             const unsigned b0 = half2_as_u32(__hmul2(u32_as_half2(b[u][0]), s0));
             const unsigned b1 = half2_as_u32(__hmul2(u32_as_half2(b[u][1]), s1));
-#ifdef KV_EXP_NOV
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const unsigned a[4] = {m[0][G], m[1][G], m[2][G], m[3][G]};
-#else
             unsigned w[4];
             v2_codes(src, u, G, w);
             const unsigned c0 = __byte_perm(w[0], w[1], selg), c1 = __byte_perm(w[2], w[3], selg);
@@ -1069,7 +1077,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
             for (int h = 0; h < 2; ++h) {
               const unsigned k0 = 0x00030003u << (4 * h), k1 = 0x00030003u << (4 * h + 2);
               const unsigned a[4] = {c0 & k0, c0 & k1, c1 & k0, c1 & k1};
-#endif
               mma_16816(o[2 * G + h], a, b0, b1);
             }
           }
@@ -1215,9 +1222,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       for (int e = 0; e < 4; ++e) o[i][e] *= kPScale_inv;
   }
 
-#ifdef KV_EXP_PDLT
-  asm volatile("griddepcontrol.launch_dependents;\n");
-#endif
   // ---- merge of the warps ------------------------------------------------------------------------
 #pragma unroll
   for (int msk = 4; msk <= 16; msk <<= 1) {
