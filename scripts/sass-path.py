@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Instruction count of the main loop's fast path of a decode kernel, from its SASS (no GPU).
 
-  python3 scripts/sass-path.py [KERNEL_REGEX] [--cubin FILE]
+  python3 scripts/sass-path.py [KERNEL_REGEX] [--cubin FILE] [--list]
 
 Without --cubin, compiles cuda/attention/paged_decode.cu for sm_90 (nvcc from scripts/cuda-env.sh
 or PATH). KERNEL_REGEX picks the function (default: the KIVI-2 kernel at head dim 128,
 `qdecode_kernelILi128ELi4E`; F = 0 f16, 2 int8, 3 fp8, 4 KIVI-2, 5 KIVI-4). The main loop is the
-longest conditional backward branch; the walk follows it once, skipping the branches' guarded
-blocks (score stores, rescale) and, at a branch whose one side clamps KIVI values (HMNMX2), the
-clamping side. Needs cuobjdump (CUDA toolkit; on a machine without it: `pip download
+longest conditional backward branch; the walk follows it once: into a block that issues the
+copies (LDGSTS; of two such blocks, the one with fewer row predicates, i.e. a whole stage), past
+the other branches' guarded blocks (score stores, rescale) and, at a branch whose one side clamps
+KIVI values (HMNMX2), the other side. --list prints the instructions walked. Needs cuobjdump (CUDA toolkit; on a machine without it: `pip download
 nvidia-cuda-cuobjdump` and unpack its wheel). Prints the count and the opcode histogram: the
-figure the KIVI-2 steps of docs/attention.md were tuned with (e.g. 890 -> 799 per 32-token stage).
+figure the KIVI-2 steps of docs/attention.md were tuned with (890 -> 799 -> 712 per 32-token
+stage).
 """
 import collections
 import os
@@ -23,6 +25,9 @@ import tempfile
 def main():
     args = sys.argv[1:]
     cubin = None
+    listing = "--list" in args
+    if listing:
+        args.remove("--list")
     if "--cubin" in args:
         i = args.index("--cubin")
         cubin = args[i + 1]
@@ -65,6 +70,8 @@ def main():
     hist, n, pc = collections.Counter(), 0, lo
     while pc <= hi:
         t = body[index[pc]][1]
+        if listing:
+            print(f"{pc:#06x} {t}")
         hist[re.sub(r"^@!?U?P\w+\s+", "", t).split()[0]] += 1
         n += 1
         nxt = body[index[pc] + 1][0] if index[pc] + 1 < len(body) else hi + 1
@@ -75,6 +82,14 @@ def main():
                 break
             if not m.group(1):
                 pc = tgt
+                continue
+            count = lambda s_, e_, op: sum(1 for a, t in body if s_ <= a < e_ and op in t)
+            if tgt > nxt and count(nxt, tgt, "LDGSTS") > 0:  # a copy block: into it
+                span = (tgt, tgt + (tgt - nxt))
+                if count(*span, "LDGSTS") > 0:  # two: the whole-stage one
+                    pc = tgt if count(*span, "ISETP.LT") < count(nxt, tgt, "ISETP.LT") else nxt
+                else:
+                    pc = nxt
                 continue
             fall, taken = clamps(nxt, min(tgt, nxt + 0x3000)), clamps(tgt, tgt + 0x3000)
             if fall > 20 or taken > 20:

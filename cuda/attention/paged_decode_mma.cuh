@@ -610,12 +610,13 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
   // The warp's ring: its units j = 0, 1, ... (unit(j): index of U-token units from start, warp-
   // interleaved) are issued R::stages - 1 ahead (issue(t0, page, stage); the page id, when one
   // page holds the unit, read one more unit ahead so its latency hides behind a unit's work),
-  // and consume(stage bytes, t0) runs once the unit's copies have landed. With Peek (KIVI-2), unit
-  // j + 1 has landed too when unit j is consumed: consume(stage, t0, stage of unit j + 1) (whose
-  // bytes it may look at ahead, e.g. its decode checks, so that they are ready at j + 1).
+  // and consume(stage bytes, t0) runs once the unit's copies have landed. With a peek callable
+  // (KIVI-2), unit j + 1 has landed too when unit j is consumed: consume(stage, t0, stage of unit
+  // j + 1) may look at its bytes ahead (e.g. its decode checks, so that they are ready at j + 1);
+  // peek(stage of unit 0) runs once before the loop.
   auto ring_loop = [&](int U, int nunits, auto&& unit, auto&& issue, auto&& consume,
-                       auto peek) {
-    constexpr bool Peek = decltype(peek)::value;
+                       auto&& peek) {
+    constexpr bool Peek = !std::is_same_v<std::decay_t<decltype(peek)>, std::false_type>;
     static_assert(!Peek || R::stages >= 3, "ring_loop: a unit ahead needs 3 stages");
     auto unit_page = [&](int j) {
       const int u = unit(j);
@@ -627,6 +628,13 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       cp_async_commit();
     }
     int next_page = unit_page(R::stages - 1);
+    if constexpr (Peek) {
+      if (unit(0) < nunits) {
+        cp_async_wait<R::stages - 2>();
+        __syncwarp();
+        peek(ring);
+      }
+    }
     for (int j = 0; unit(j) < nunits; ++j) {
       const int jn = j + R::stages - 1;
       __syncwarp();  // every lane is done with the stage read at j - 1
@@ -1108,14 +1116,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       // KIVI-2: whether a stage can take the folded path is checked a stage ahead (this lane's
       // part, fold_check, of unit j + 1 while unit j is consumed; the vote at j + 1): off the
       // stage's critical path (checked first thing in the stage, it cost ~9%)
-      bool next_ok = true, have_next = false;
+      bool next_ok = true;
       ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0,
                                                      const unsigned char* src_next) {
         // KIVI-2 is issue-bound; KIVI-4 is 1-2% slower with these
         keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, kpos[0],
                           kpos[1], selg, ring_off);
-        if (!have_next) next_ok = fold_check(src);  // the first unit
-        have_next = true;
         const bool fold = __all_sync(0xFFFFFFFFu, next_ok);
         qraw<D, F> r[2];
         gather(r[0], src, 0);
@@ -1133,7 +1139,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
           process(two_tiles{}, t0, nv, kivi2_decK(r, src, std::true_type{}), kivi2_exact(src),
                   unit_kf, unit_kf);
         }
-      }, std::true_type{});
+      }, [&](const unsigned char* src) { next_ok = fold_check(src); });  // the first unit's
       if (folded) to_exact();
     } else {
       ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
