@@ -394,7 +394,9 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const decode_params p)
 /// previous kernel's blocks finish: this waits until that kernel has completed and its memory
 /// operations are visible (at once when it was launched normally).
 __device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
 }
 
 /// Split-KV merge: one block per (sequence, query head), a thread per element of the head dim.
@@ -560,6 +562,28 @@ cudaError_t decode_blocks_per_sm(decode_format format, int head_dim, int* blocks
   return cudaSuccess;
 }
 
+/// Whether the merge / mass kernels may be launched with programmatic dependent launch: the
+/// device is sm_90 or newer and the kernels were compiled for it (griddepcontrol.wait present:
+/// a build for older architectures leaves it out). Cached after the first call (one device
+/// kind per process is assumed, as for the occupancy cache).
+bool pdl_ok() {
+  static std::atomic<int> cache{0};  // 0 unknown, 1 yes, 2 no
+  int c = cache.load(std::memory_order_relaxed);
+  if (c == 0) {
+    int dev = 0, major = 0;
+    cudaFuncAttributes fa{};
+    const bool yes = cudaGetDevice(&dev) == cudaSuccess &&
+                     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                         cudaSuccess &&
+                     major >= 9 && cudaFuncGetAttributes(&fa, merge_kernel) == cudaSuccess &&
+                     fa.ptxVersion >= 90 && cudaFuncGetAttributes(&fa, mass_kernel) == cudaSuccess &&
+                     fa.ptxVersion >= 90;
+    c = yes ? 1 : 2;
+    cache.store(c, std::memory_order_relaxed);
+  }
+  return c == 1;
+}
+
 cudaError_t launch_paged_decode(const decode_params& p, decode_format format, int head_dim,
                                 cudaStream_t stream) {
   if (p.batch == 0) return cudaSuccess;
@@ -578,7 +602,7 @@ cudaError_t launch_paged_decode(const decode_params& p, decode_format format, in
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = pdl_ok() ? 1 : 0;  // else an ordinary launch (the wait is then a no-op)
     return cudaLaunchKernelEx(&cfg, kernel, args...);
   };
   if (p.split) {

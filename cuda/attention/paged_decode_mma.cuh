@@ -556,10 +556,14 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
 #pragma unroll
     for (int u = 0; u < NT; ++u) {
       // (Raw: the scale in the exponent's FMA)
-      const float p0 = ex2_ftz(Raw ? fmaf(s[u][0], hf0, -mp0) : s[u][0] - mp0);
-      const float p1 = ex2_ftz(Raw ? fmaf(s[u][1], hf1, -mp1) : s[u][1] - mp1);
-      const float p2 = ex2_ftz(Raw ? fmaf(s[u][2], hf0, -mp0) : s[u][2] - mp0);
-      const float p3 = ex2_ftz(Raw ? fmaf(s[u][3], hf1, -mp1) : s[u][3] - mp1);
+      // (KIVI-2: the exponent capped at 12, so that p <= 2^12 even where the unrounded FMA or an
+      // inexact m - 12 (scores of 2^19 and more) would exceed the rounded maximum: P x scale
+      // then stays finite in f16)
+      auto ex = [&](float x) { return ex2_ftz(F == 4 ? fminf(x, pe) : x); };
+      const float p0 = ex(Raw ? fmaf(s[u][0], hf0, -mp0) : s[u][0] - mp0);
+      const float p1 = ex(Raw ? fmaf(s[u][1], hf1, -mp1) : s[u][1] - mp1);
+      const float p2 = ex(Raw ? fmaf(s[u][2], hf0, -mp0) : s[u][2] - mp0);
+      const float p3 = ex(Raw ? fmaf(s[u][3], hf1, -mp1) : s[u][3] - mp1);
       l0 += p0 + p2;
       l1 += p1 + p3;
       const float f0 = pf(u, 0), f1 = pf(u, 1);
@@ -605,8 +609,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     pos = tok - pi * p.page_size;
     return layer_base + static_cast<std::int64_t>(ok ? page : 0) * p.q_page_bytes;
   };
-  int ring_off = warp * R::warp_bytes;  // KIVI-2 keeps it in a register (keep_in_registers)
-  unsigned char* ring = qsm + ring_off;
+  unsigned char* ring = qsm + warp * R::warp_bytes;
   // The warp's ring: its units j = 0, 1, ... (unit(j): index of U-token units from start, warp-
   // interleaved) are issued R::stages - 1 ahead (issue(t0, page, stage); the page id, when one
   // page holds the unit, read one more unit ahead so its latency hides behind a unit's work),
@@ -967,24 +970,22 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       if constexpr (F == 4) {  // key and value words lane D / 32 .. (one vector each)
         lds_words<4 * (D / 32)>(src + kchk_off, w);
         lds_words<4 * (D / 32)>(km + R::kmeta + 4 * (D / 32) * lane, w + D / 32);
-        return kivi_tops_ok<T::bits, 2 * (D / 32)>(w) &&
-                       kivi_fold_ok<D / 32>(reinterpret_cast<const unsigned(&)[D / 32]>(w[D / 32]))
-                   ? 2
-                   : 1;
-      }
+        unsigned vw[D / 32];
 #pragma unroll
-      for (int i = 0; i < D / 32; ++i) {
-        // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4) (padded: i (128 + 2048 / D)
-        // after that of the lane)
-        const int x = lane + 32 * i;
-        const int off = R::kpad ? kchk_off + i * (128 + 2048 / D)
-                                : 2 * R::codes + R::kmeta_byte(x / 4) + (x % 4) * 4;
-        w[2 * i] = *reinterpret_cast<const unsigned*>(src + off);
-        w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * (lane + 32 * i));
+        for (int i = 0; i < D / 32; ++i) vw[i] = w[D / 32 + i];
+        return kivi_tops_ok<T::bits, 2 * (D / 32)>(w) && kivi_fold_ok<D / 32>(vw) ? 2 : 1;
+      } else {
+#pragma unroll
+        for (int i = 0; i < D / 32; ++i) {  // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4)
+          const int x = lane + 32 * i;
+          w[2 * i] = *reinterpret_cast<const unsigned*>(src + 2 * R::codes + R::kmeta_byte(x / 4) +
+                                                        (x % 4) * 4);
+          w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * (lane + 32 * i));
+        }
+        // KIVI-4's mode, voted: 0 plain, 1 clamped (a top code above the f16 maximum); KIVI-2
+        // (above): this lane's part of fold_check, 2 when its words allow the folded path
+        return __all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w)) ? 0 : 1;
       }
-      // mode: 0 plain, 1 clamped (a top code above the f16 maximum); KIVI-2: this lane's part of
-      // fold_check, 2 when its words allow the folded path
-      return __all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w)) ? 0 : 1;
     };
     // KIVI-2: this lane's part of whether a stage can take the folded path (no top code above the
     // f16 maximum, every value scale in the window of kivi_fold_ok); the warp's vote decides
@@ -1120,8 +1121,9 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0,
                                                      const unsigned char* src_next) {
         // KIVI-2 is issue-bound; KIVI-4 is 1-2% slower with these
-        keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, kpos[0],
-                          kpos[1], selg, ring_off);
+        keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, selg);
+#pragma unroll
+        for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) keep_in_registers(kpos[i]);
         const bool fold = __all_sync(0xFFFFFFFFu, next_ok);
         qraw<D, F> r[2];
         gather(r[0], src, 0);
