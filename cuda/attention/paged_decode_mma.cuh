@@ -50,6 +50,13 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ void mma_1688(float (&c)[4], unsigned a0, unsigned a1, unsigned b0) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(b0));
+}
+
 /// 2^x by the SFU without the subnormal-result fix-up of exp2f (results below 2^-126 are 0: a
 /// probability that small is lost in the f32 sums and the f16 rounding of P anyway; exp2(-inf)
 /// = 0): 4 instructions fewer per exponential.
@@ -167,6 +174,22 @@ __device__ __forceinline__ bool kivi_tops_ok(const unsigned (&w)[N]) {
   return ok;
 }
 
+/// kivi_tops_ok for value metadata in token-pair records (format.hpp): words of two tokens'
+/// {min, min} and their {scale, scale}, one f16x2 FMA per word pair.
+template <int Bits, int N>
+__device__ __forceinline__ bool kivi_tops_ok_split(const unsigned (&mn)[N], const unsigned (&sc)[N]) {
+  const __half2 top = __float2half2_rn(static_cast<float>((1 << Bits) - 1));
+  const __half2 lim = __float2half2_rn(65504.0f);
+  bool ok = true;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const __half2 v = __hfma2(*reinterpret_cast<const __half2*>(&sc[i]), top,
+                              *reinterpret_cast<const __half2*>(&mn[i]));
+    ok = ok & __hble2(v, lim);  // no branch
+  }
+  return ok;
+}
+
 /// f16 pair (c_lo, c_hi), exact, of the codes at bits [s, s + bits) and [16 + s, ...) of w. The
 /// codes are masked in place into the mantissa of 1024 (c 2^k + 1024 with k = s, or s - 8 after
 /// one shift of the word by 8 shared by the codes above bit 8: no per-code shift), and one f16
@@ -192,18 +215,16 @@ __device__ __forceinline__ unsigned half2_as_u32(__half2 x) {
   return *reinterpret_cast<const unsigned*>(&x);
 }
 
-/// Whether every KIVI value scale of the N {min, scale} words w (f16 bits, min low) is in [2^-12,
+/// Whether every KIVI value scale of the N {scale, scale} words sc (f16 bits) is in [2^-12,
 /// 15.75]: then P x 2^12 x scale stays in f16 range with no more underflow than P (folded values,
 /// see kivi2_values). NaN fails.
 template <int N>
-__device__ __forceinline__ bool kivi_fold_ok(const unsigned (&w)[N]) {
-  static_assert(N % 2 == 0, "kivi_fold_ok: pairs of words");
+__device__ __forceinline__ bool kivi_fold_ok(const unsigned (&sc)[N]) {
   const __half2 lo = u32_as_half2(0x0C000C00u), hi = u32_as_half2(0x4BE04BE0u);  // 2^-12, 15.75
   bool ok = true;
 #pragma unroll
-  for (int i = 0; i < N; i += 2) {
-    const __half2 sc = u32_as_half2(__byte_perm(w[i], w[i + 1], 0x7632u));
-    ok = ok & __hbge2(sc, lo) & __hble2(sc, hi);
+  for (int i = 0; i < N; ++i) {
+    ok = ok & __hbge2(u32_as_half2(sc[i]), lo) & __hble2(u32_as_half2(sc[i]), hi);
   }
   return ok;
 }
@@ -733,8 +754,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const unsigned sel = ((d % T::cpw) / T::half) ? 0x7632u : 0x5410u;
 #pragma unroll
       for (int j = 0; j < 2; ++j) {  // token pairs (2t, 2t+1), (2t+8, 2t+9): {min}, {scale}
-        const unsigned vmin2 = __byte_perm(r[u].vm[2 * j], r[u].vm[2 * j + 1], 0x5410u);
-        const unsigned vsc2 = __byte_perm(r[u].vm[2 * j], r[u].vm[2 * j + 1], 0x7632u);
+        const unsigned vmin2 = r[u].vm[2 * j], vsc2 = r[u].vm[2 * j + 1];
         const unsigned comb = __byte_perm(r[u].v[2 * j][wi], r[u].v[2 * j + 1][wi], sel);
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
@@ -905,7 +925,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       const int idx = lane + 32 * i;
       kpos[i] = R::kslot(idx / CPR) * CR + R::kchunk(idx % CPR, idx / CPR) * 16;
     }
-    constexpr int vrows_per_chunk = 16 / (D / 8);
     // offsets inside a head page fit 32 bits (a head page is a few KB; checked at launch)
     const int kmeta_off = static_cast<int>(p.q_key_meta_offset);
     const int vmeta_off = static_cast<int>(p.q_value_meta_offset);
@@ -932,11 +951,27 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
           hp + static_cast<unsigned>(kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane16);
       static_assert(D / 4 <= 32, "KIVI key metadata: a chunk per lane");
       if (lane < D / 4) cp_async16(dst + kmeta_dst, km, pok);
-      // value metadata: D / 8 bytes per token (16: a chunk per row; 8: a chunk per two rows)
+      // value metadata: records of token pairs (format.hpp), D / 4 bytes each (D = 128: two chunks
+      // per record; 64: one). A record with a valid first token is copied whole; the halves of an
+      // invalid second token are zeroed before the stage is used (zero_odd_vmeta).
       if (lane < D / 4) {
-        const int nb = !pok ? 0 : min(16, max(0, nvalid - lane * vrows_per_chunk) * (D / 8));
+        const int nb = pok && 2 * ((lane * 64) / D) < nvalid ? 16 : 0;  // the record's first token
         cp_async16n(dst + 2 * R::codes + R::kmeta + lane16,
                     hv + static_cast<unsigned>(vmeta_off + pos0 * (D / 8) + lane16), nb);
+      }
+    };
+    // A stage that ends inside a token pair (an odd number of valid tokens) has the pair record of
+    // its last valid token copied whole: the other token's halves (its {min} and {scale} of every
+    // group) are zeroed before the stage is used, so that no stale or poisoned metadata meets the
+    // zero probabilities of that token (0 x NaN). Lane l < 2 D / 32 clears half l of the record.
+    auto zero_odd_vmeta = [&](const unsigned char* src, int t0) {
+      const int nvalid = min(2 * kQTile, qend - t0);
+      if (nvalid & 1) {
+        if (lane < D / 16) {
+          *reinterpret_cast<unsigned short*>(const_cast<unsigned char*>(src) + 2 * R::codes +
+                                             R::kmeta + (nvalid >> 1) * (D / 4) + 4 * lane + 2) = 0;
+        }
+        __syncwarp();
       }
     };
     // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
@@ -965,26 +1000,40 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         kmin2[P] = __byte_perm(lo, hi, 0x5410u);
         ksc2[P] = __byte_perm(lo, hi, 0x7632u);
       }
-      // the overflow check, spread over the lanes: D / 32 key and D / 32 value words each
-      unsigned w[2 * (D / 32)];
-      if constexpr (F == 4) {  // key and value words lane D / 32 .. (one vector each)
+      // the overflow check, spread over the lanes: D / 32 key {min, scale} words and D / 64 value
+      // {min, min} words with their {scale, scale} words (token-pair records, format.hpp) each
+      constexpr int VW = D / 64;
+      unsigned w[D / 32], vmn[VW], vsc[VW];
+      if constexpr (F == 4) {  // key words lane D / 32 ..; value words of record lane / 2, groups
+                               // (lane % 2) D / 64 .. (one vector each)
         lds_words<4 * (D / 32)>(src + kchk_off, w);
-        lds_words<4 * (D / 32)>(km + R::kmeta + 4 * (D / 32) * lane, w + D / 32);
-        unsigned vw[D / 32];
-#pragma unroll
-        for (int i = 0; i < D / 32; ++i) vw[i] = w[D / 32 + i];
-        return kivi_tops_ok<T::bits, 2 * (D / 32)>(w) && kivi_fold_ok<D / 32>(vw) ? 2 : 1;
+        const unsigned char* vr = km + R::kmeta + (lane >> 1) * (D / 4) + (lane & 1) * (D / 16);
+        lds_words<4 * VW>(vr, vmn);
+        lds_words<4 * VW>(vr + D / 8, vsc);
+        return kivi_tops_ok<T::bits, D / 32>(w) && kivi_tops_ok_split<T::bits, VW>(vmn, vsc) &&
+                       kivi_fold_ok<VW>(vsc)
+                   ? 2
+                   : 1;
       } else {
 #pragma unroll
         for (int i = 0; i < D / 32; ++i) {  // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4)
           const int x = lane + 32 * i;
-          w[2 * i] = *reinterpret_cast<const unsigned*>(src + 2 * R::codes + R::kmeta_byte(x / 4) +
-                                                        (x % 4) * 4);
-          w[2 * i + 1] = *reinterpret_cast<const unsigned*>(km + R::kmeta + 4 * (lane + 32 * i));
+          w[i] = *reinterpret_cast<const unsigned*>(src + 2 * R::codes + R::kmeta_byte(x / 4) +
+                                                    (x % 4) * 4);
+        }
+#pragma unroll
+        for (int i = 0; i < VW; ++i) {  // value {min, min} word y = lane + 32 i: record y / (D / 32)
+          const int y = lane + 32 * i;
+          const unsigned char* vr = km + R::kmeta + (y / (D / 32)) * (D / 4) + 4 * (y % (D / 32));
+          vmn[i] = *reinterpret_cast<const unsigned*>(vr);
+          vsc[i] = *reinterpret_cast<const unsigned*>(vr + D / 8);
         }
         // KIVI-4's mode, voted: 0 plain, 1 clamped (a top code above the f16 maximum); KIVI-2
         // (above): this lane's part of fold_check, 2 when its words allow the folded path
-        return __all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, 2 * (D / 32)>(w)) ? 0 : 1;
+        return __all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, D / 32>(w) &&
+                                           kivi_tops_ok_split<T::bits, VW>(vmn, vsc))
+                   ? 0
+                   : 1;
       }
     };
     // KIVI-2: this lane's part of whether a stage can take the folded path (no top code above the
@@ -1012,12 +1061,14 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       for (int j = 0; j < (F == 4 ? 0 : 4); ++j) {  // KIVI-2 values: kivi2_values / kivi2_exact
         const int m8 = kQTile * half + 8 * (j >> 1);  // row 2t + (j & 1) + m8
         lds_words<(T::vbytes < 2 ? 2 : T::vbytes)>(src + ((j & 1) ? voff1 : voff0) + m8 * CR, r.v[j]);
+        // rows 2t + m8, 2t + 1 + m8 (one token-pair record): {min, min} (j even), {scale, scale}
         r.vm[j] = *reinterpret_cast<const unsigned*>(src + vmoff + ((j & 1) + m8) * (D / 32) * 4);
       }
     };
-    // KIVI-2 values of tile u (tokens 16 u ..) of the stage at src: {min, scale} words of group
-    // G of rows 2t + (j & 1) + 8 (j >> 1) in m[j][G]; the code word holding the lane's byte of
-    // group G of those rows in w[j]
+    // KIVI-2 values of tile u (tokens 16 u ..) of the stage at src: the words of group G of the
+    // token-pair records of rows 2t, 2t + 1 (j = 0: {min, min}, 1: {scale, scale}) and of rows 2t +
+    // 8, 2t + 9 (j = 2, 3) in m[j][G]; the code word holding the lane's byte of group G of rows 2t +
+    // (j & 1) + 8 (j >> 1) in w[j] (v2_codes)
     [[maybe_unused]] auto v2_meta = [&](const unsigned char* src, int u, unsigned (&m)[4][D / 32]) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -1067,16 +1118,13 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
           v2_meta(src, u, m);
 #pragma unroll
           for (int mm = 0; mm < D / 64; ++mm) {  // groups 2 mm (rows 0-7), 2 mm + 1 (rows 8-15)
-            const unsigned a[4] = {__byte_perm(m[0][2 * mm], m[1][2 * mm], 0x5410u),
-                                   __byte_perm(m[0][2 * mm + 1], m[1][2 * mm + 1], 0x5410u),
-                                   __byte_perm(m[2][2 * mm], m[3][2 * mm], 0x5410u),
-                                   __byte_perm(m[2][2 * mm + 1], m[3][2 * mm + 1], 0x5410u)};
-            mma_16816(omin[mm], a, b[u][0], b[u][1]);
+            // (two k8 steps: each one's A pair is two adjacent words of a record, no moves)
+            mma_1688(omin[mm], m[0][2 * mm], m[0][2 * mm + 1], b[u][0]);
+            mma_1688(omin[mm], m[2][2 * mm], m[2][2 * mm + 1], b[u][1]);
           }
 #pragma unroll
           for (int G = 0; G < D / 32; ++G) {
-            const __half2 s0 = u32_as_half2(__byte_perm(m[0][G], m[1][G], 0x7632u));
-            const __half2 s1 = u32_as_half2(__byte_perm(m[2][G], m[3][G], 0x7632u));
+            const __half2 s0 = u32_as_half2(m[1][G]), s1 = u32_as_half2(m[3][G]);
             const unsigned b0 = half2_as_u32(__hmul2(u32_as_half2(b[u][0]), s0));
             const unsigned b1 = half2_as_u32(__hmul2(u32_as_half2(b[u][1]), s1));
             unsigned w[4];
@@ -1102,9 +1150,8 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
 #pragma unroll
         for (int j = 0; j < 2; ++j) {  // token pairs (2t, 2t+1), (2t+8, 2t+9)
           const unsigned char* pm = src + vmoff + (16 * u + 8 * j) * (D / 32) * 4 + 4 * G;
-          const unsigned ma = *reinterpret_cast<const unsigned*>(pm);
-          const unsigned mb = *reinterpret_cast<const unsigned*>(pm + (D / 32) * 4);
-          const unsigned vmin2 = __byte_perm(ma, mb, 0x5410u), vsc2 = __byte_perm(ma, mb, 0x7632u);
+          const unsigned vmin2 = *reinterpret_cast<const unsigned*>(pm);
+          const unsigned vsc2 = *reinterpret_cast<const unsigned*>(pm + (D / 32) * 4);
           const unsigned comb = __byte_perm(w[2 * j], w[2 * j + 1], selg);
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
@@ -1124,6 +1171,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, selg);
 #pragma unroll
         for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) keep_in_registers(kpos[i]);
+        zero_odd_vmeta(src, t0);
         const bool fold = __all_sync(0xFFFFFFFFu, next_ok);
         qraw<D, F> r[2];
         gather(r[0], src, 0);
@@ -1145,6 +1193,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       if (folded) to_exact();
     } else {
       ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0) {
+        zero_odd_vmeta(src, t0);
         const int mode = stage_meta(src);
         qraw<D, F> r[2];
         gather(r[0], src, 0);

@@ -113,6 +113,15 @@ __device__ __forceinline__ float2 meta_values(unsigned w) {
   return __half22float2(*reinterpret_cast<const __half2*>(&w));
 }
 
+/// kivi_token metadata of page position r, channel group j (format.hpp's token-pair records: the
+/// f16 min and scale of a token are the halves of two words shared with its pair's other token).
+__device__ __forceinline__ void store_token_meta(std::byte* meta, const quant_side_format& f, int r,
+                                                 int j, int head_dim, std::uint16_t mn,
+                                                 std::uint16_t sc) {
+  *reinterpret_cast<std::uint16_t*>(meta + f.kivi_token_min_offset(r, j, head_dim)) = mn;
+  *reinterpret_cast<std::uint16_t*>(meta + f.kivi_token_scale_offset(r, j, head_dim)) = sc;
+}
+
 /// min and max as floats of the keys (min > max when the group had no finite element).
 __device__ __forceinline__ void key_range(unsigned kmin, unsigned kmax, float& mn, float& mx) {
   if (kmin > kmax) {
@@ -239,12 +248,9 @@ __device__ __forceinline__ void quantize_rows_general(const quantize_job& job,
             reinterpret_cast<std::uint16_t*>(job.page)[index] = static_cast<std::uint16_t>(codes);
           }
           if (lane % lanes == 0) {
-            const std::size_t meta_offset =
-                quant_side_format{quant_scheme::kivi_token, bits, group}.metadata_offset(page_size,
-                                                                                         head_dim);
-            auto* meta = reinterpret_cast<unsigned*>(job.page + meta_offset);
-            meta[static_cast<std::size_t>(r) * (head_dim / group) + (4 * k) / group] =
-                static_cast<unsigned>(p.min_bits) | (static_cast<unsigned>(p.scale_bits) << 16);
+            const quant_side_format f{quant_scheme::kivi_token, bits, group};
+            store_token_meta(job.page + f.metadata_offset(page_size, head_dim), f, r,
+                             (4 * k) / group, head_dim, p.min_bits, p.scale_bits);
           }
         }
       }
@@ -369,9 +375,8 @@ __device__ __forceinline__ void quantize_rows_finite(const quantize_job& job,
     static_assert(lanes >= kTileRows);
     const int q = lane % lanes;                // lane q of a group computes the parameters of row q
     const int base = lane - q;                 // the group's first lane
-    const std::size_t meta_offset =
-        quant_side_format{quant_scheme::kivi_token, bits, group}.metadata_offset(page_size, head_dim);
-    auto* meta = reinterpret_cast<unsigned*>(job.page + meta_offset);
+    const quant_side_format f{quant_scheme::kivi_token, bits, group};
+    std::byte* meta = job.page + f.metadata_offset(page_size, head_dim);
 #pragma unroll
     for (int i = 0; i < Iters; ++i) {
       const int k = lane + 32 * i;
@@ -396,8 +401,7 @@ __device__ __forceinline__ void quantize_rows_finite(const quantize_job& job,
       const float mx = -f16_value(static_cast<std::uint16_t>(mine >> 16));
       const kivi_params p = kivi_make_params(mn, mx, bits);
       if (q < kTileRows && r0 + q < r1 && k < chunks) {
-        meta[static_cast<std::size_t>(r0 + q) * (head_dim / group) + (4 * k) / group] =
-            static_cast<unsigned>(p.min_bits) | (static_cast<unsigned>(p.scale_bits) << 16);
+        store_token_meta(meta, f, r0 + q, (4 * k) / group, head_dim, p.min_bits, p.scale_bits);
       }
 #pragma unroll
       for (int t = 0; t < kTileRows; ++t) {
@@ -798,8 +802,13 @@ __device__ __forceinline__ bool quantize_token_unit_fast(const quantize_job& job
   if (__any_sync(kFull, (non_finite2(mine) & kNonFinite) != 0)) return false;
   const kivi_fast_params p = kivi_params_finite<Bits>(mine);
   const std::size_t meta_offset = static_cast<std::size_t>(page_size) * row_bytes;  // a multiple of 16
-  st_global(reinterpret_cast<unsigned*>(job.page + meta_offset) + (r0 + 2 * q + h) * (kFastD / 32) + (c >> 2),
-         p.meta);
+  // token-pair records (format.hpp): rows 2q (lane h = 0) and 2q + 1 (h = 1, lane + 16) meet; h = 0
+  // stores the pair's {min, min} word of group c / 4, h = 1 its {scale, scale} word
+  const unsigned other = __shfl_xor_sync(kFull, p.meta, 16);
+  const unsigned lo = h ? other : p.meta, hi = h ? p.meta : other;
+  st_global(reinterpret_cast<unsigned*>(job.page + meta_offset) + (r0 / 2 + q) * (2 * kFastD / 32) +
+                h * (kFastD / 32) + (c >> 2),
+            __byte_perm(lo, hi, h ? 0x7632u : 0x5410u));
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int from = (lane & ~3) | i;
@@ -1016,9 +1025,30 @@ __device__ __forceinline__ void dequantize_rows(const dequantize_job& job, int r
           } else {
             c[t][i] = reinterpret_cast<const std::uint16_t*>(job.page)[index];
           }
-          if constexpr (!per_channel) {
-            m[t][i] = reinterpret_cast<const unsigned*>(
-                meta_base)[static_cast<std::size_t>(r0 + t) * (head_dim / group) + (4 * k) / group];
+        }
+      }
+      if constexpr (!per_channel) {
+        // token-pair records (format.hpp): the {min, min} and {scale, scale} words of a pair give
+        // both rows' {min, scale} (r0 is even but where a job starts at an odd position)
+        const auto* mw = reinterpret_cast<const unsigned*>(meta_base) + (4 * k) / group;
+        const std::size_t rec = 2 * (head_dim / group);  // words per record
+        if ((r0 & 1) == 0) {
+#pragma unroll
+          for (int t = 0; t < kTileRows; t += 2) {
+            if (r0 + t < r1 && k < chunks) {
+              const unsigned* w = mw + static_cast<std::size_t>((r0 + t) / 2) * rec;
+              const unsigned mn = w[0], sc = w[head_dim / group];
+              m[t][i] = __byte_perm(mn, sc, 0x5410u);
+              m[t + 1][i] = __byte_perm(mn, sc, 0x7632u);
+            }
+          }
+        } else {
+#pragma unroll
+          for (int t = 0; t < kTileRows; ++t) {
+            if (r0 + t < r1 && k < chunks) {
+              const unsigned* w = mw + static_cast<std::size_t>((r0 + t) / 2) * rec;
+              m[t][i] = __byte_perm(w[0], w[head_dim / group], ((r0 + t) & 1) ? 0x7632u : 0x5410u);
+            }
           }
         }
       }

@@ -218,6 +218,10 @@ struct quant_fixture {
   /// 2^-12); 3 the first row of every third tile holds +65504 and -65504 in dims 0 and 1 (KIVI's
   /// clamped stages)
   int values_mode = 0;
+  /// every token quantized, no residual window (the kernel then runs without a residual view):
+  /// KIVI pages quantize whole key groups whose tokens past the length are then poisoned again
+  /// (codes and value metadata NaN bits), so that a last stage ends inside a token pair
+  bool whole_groups = false;
 
   quant_fixture(std::int32_t layers, std::int32_t num_pages, const paged_decode_shape& s,
                 std::int32_t num_tables)
@@ -265,7 +269,7 @@ struct quant_fixture {
       for (std::int32_t b = 0; b < s.batch; ++b) {
         const std::int32_t table = hb * s.table_head_stride + b;
         const std::int64_t len = t.tokens(static_cast<std::size_t>(table));
-        const std::int64_t q = len - Q::residual_tokens(len);
+        const std::int64_t q = whole_groups ? len : len - Q::residual_tokens(len);
         quantized_tokens[static_cast<std::size_t>(table)] = static_cast<std::int32_t>(q);
         staging_page[static_cast<std::size_t>(table)] = table;
         for (std::int32_t h = 0; h < heads; ++h) {
@@ -274,7 +278,9 @@ struct quant_fixture {
             for (std::int64_t t0 = 0; t0 < len; t0 += P) {
               const std::int32_t page = t.indices[t.indptr[table] + t0 / P];
               const auto n = static_cast<std::int32_t>(std::min<std::int64_t>(P, len - t0));
-              for (std::int32_t i = 0; i < n; ++i) {
+              const std::int32_t grp = Q::format.side(side).token_group();
+              const std::int32_t nfill = whole_groups ? std::min(P, (n + grp - 1) / grp * grp) : n;
+              for (std::int32_t i = 0; i < nfill; ++i) {
                 const std::int64_t tok = t0 + i;
                 const bool third = (tok / 16) % 3 == 0;  // every third 16-token tile
                 for (std::int32_t d = 0; d < D; ++d) {
@@ -291,10 +297,22 @@ struct quant_fixture {
               const auto nq = static_cast<std::int32_t>(std::clamp<std::int64_t>(q - t0, 0, n));
               if (nq > 0) {
                 std::byte* hp = qview.head_page(side, layer, page, h);
-                quantize_job qj{rows.data(), hp, 0, nq, side};
+                const std::int32_t nqq = whole_groups ? nfill : nq;
+                quantize_job qj{rows.data(), hp, 0, nqq, side};
                 quantize_pages_host<Q>(&qj, 1, P, D);
                 dequantize_job dj{hp, deq.row(v, layer, page, 0, h), 0, nq, side};
                 dequantize_pages_host<Q>(&dj, 1, P, D);
+                const quant_side_format& f = Q::format.side(side);
+                for (std::int32_t i = nq; i < nqq; ++i) {  // past the length: poisoned again
+                  std::memset(hp + static_cast<std::size_t>(i) * f.code_row_bytes(D), 0xFF,
+                              f.code_row_bytes(D));
+                  if (f.scheme != quant_scheme::kivi_token) continue;
+                  std::byte* meta = hp + f.metadata_offset(P, D);
+                  for (std::int32_t j = 0; j < D / f.group; ++j) {
+                    std::memset(meta + f.kivi_token_min_offset(i, j, D), 0xFF, 2);
+                    std::memset(meta + f.kivi_token_scale_offset(i, j, D), 0xFF, 2);
+                  }
+                }
               }
               for (std::int32_t i = nq; i < n; ++i) {
                 const std::int64_t tok = t0 + i;

@@ -215,7 +215,7 @@ void run_f16_case(const f16_case& c, std::uint64_t seed) {
 template <class Q>
 void run_quant_case(const paged_decode_shape& s, const std::vector<std::int64_t>& lens,
                     std::int32_t force_chunk, std::uint64_t seed, bool device_options = false,
-                    int values_mode = 0) {
+                    int values_mode = 0, bool whole_groups = false) {
   INFO(Q::name << " batch " << s.batch << " heads " << s.num_qo_heads << "/" << s.num_kv_heads
                << " D " << s.head_dim << " page " << s.page_size << " chunk " << force_chunk
                << " seed " << seed << " values mode " << values_mode);
@@ -225,6 +225,7 @@ void run_quant_case(const paged_decode_shape& s, const std::vector<std::int64_t>
   const auto n_tables = static_cast<std::int32_t>(lens.size());
   quant_fixture<Q> f(1, pages, s, n_tables);
   f.values_mode = values_mode;
+  f.whole_groups = whole_groups;
   f.fill(t, s, 0, rng);
   auto q = random_q(s, rng);
   paged_decode_options o;
@@ -244,7 +245,7 @@ void run_quant_case(const paged_decode_shape& s, const std::vector<std::int64_t>
   quantized_kv_view qv = f.qview;
   qv.data = dq.data();
   residual_view r;
-  if (Q::residual > 0) {
+  if (Q::residual > 0 && !whole_groups) {
     r.staging_page = dsp.data();
     r.quantized_tokens = dqt.data();
     r.staging = f.staging.view;
@@ -255,7 +256,7 @@ void run_quant_case(const paged_decode_shape& s, const std::vector<std::int64_t>
   });
   // the host reference on the quantized pages: the decoded values as the format defines them
   // (int8 / fp8: code x scale in f32; KIVI: f16), so the kernel's own error is what is measured
-  const residual_view hr = f.residual();
+  const residual_view hr = whole_groups ? residual_view{} : f.residual();
   compare_with(plan, g, q, t, ms,
                [&](const paged_decode_args& a) { paged_decode_host(plan, f.qview, hr, a); }, 2e-3);
 }
@@ -322,6 +323,14 @@ TEMPLATE_TEST_CASE("paged_decode_cuda on quantized pages matches the reference o
   run_quant_case<Q>({2, 8, 2, 64, 32, 0, dtype::bf16}, {333, 40}, 64, seed + 12, false, 1);
   run_quant_case<Q>({2, 8, 2, 128, 32, 0, dtype::f16}, {700, 96}, 0, seed + 13, false, 2);
   run_quant_case<Q>({2, 8, 2, 128, 32, 0, dtype::f16}, {700, 96}, 64, seed + 14, false, 3);
+  if constexpr (Q::residual > 0) {
+    // KIVI without a residual window: every token quantized, last stages ending inside a token
+    // pair of the value metadata (13, 1 and 9 valid tokens: the pair's other half poisoned), or
+    // on a pair boundary (14)
+    run_quant_case<Q>({5, 8, 2, 128, 32, 0, dtype::f16}, {45, 333, 97, 1001, 334}, 0, seed + 15,
+                      false, 0, true);
+    run_quant_case<Q>({2, 8, 2, 64, 64, 0, dtype::f16}, {333, 77}, 64, seed + 16, false, 0, true);
+  }
   if constexpr (Q::residual == 0) {
     // per-token formats: vLLM's page size 16 (the benchmark's) and pages that a 16-token tile
     // straddles (page 24, page 1)

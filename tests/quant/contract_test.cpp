@@ -106,7 +106,7 @@ TEMPLATE_LIST_TEST_CASE("quantizer: page bytes follow the documented layout",
       } else if (f.scheme == quant_scheme::kivi_channel) {
         meta = 4 * static_cast<std::size_t>(p / f.group) * d;
       } else if (f.scheme == quant_scheme::kivi_token) {
-        meta = 4 * static_cast<std::size_t>(p) * (d / f.group);
+        meta = 8 * static_cast<std::size_t>((p + 1) / 2) * (d / f.group);  // token-pair records
       }
       const std::size_t expected = (((codes + 15) / 16 * 16) + meta + 15) / 16 * 16;
       CHECK(page_bytes<Q>(side, p, d) == expected);

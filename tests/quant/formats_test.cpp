@@ -175,13 +175,17 @@ TEST_CASE("kivi: packing is lowest bits first, metadata {min, scale} per group",
   }
   std::vector<std::byte> kp(kivi2::key_page_bytes(p, d)), vp(kivi2::value_page_bytes(p, d));
   CHECK(kp.size() == 32 * 8 + 32 * 4);  // codes [32][8 bytes], metadata [1][32] pairs
-  CHECK(vp.size() == 32 * 8 + 32 * 4);  // codes [32][8 bytes], metadata [32][1] pairs
+  CHECK(vp.size() == 32 * 8 + 32 * 4);  // codes [32][8 bytes], metadata [16][{mins}, {scales}]
   kivi2::quantize_keys(keys.data(), kp.data(), p, d, 0, p);
   kivi2::quantize_values(values.data(), vp.data(), p, d, 0, p);
   // values: codes 0, 1, 2, 3 per byte, lowest bits first: 0b11'10'01'00
   for (std::int32_t b = 0; b < 8; ++b) CHECK(vp[static_cast<std::size_t>(b)] == std::byte{0xE4});
-  CHECK(kvtest::load_u16(vp.data() + 256) == 0x0000);  // min 0
-  CHECK(kvtest::load_u16(vp.data() + 258) == 0x3C00);  // scale 1
+  // per-token metadata in token-pair records: {min t0, min t1}, {scale t0, scale t1} (1 group)
+  CHECK(kvtest::load_u16(vp.data() + 256) == 0x0000);  // min 0 of token 0
+  CHECK(kvtest::load_u16(vp.data() + 258) == 0x0000);  // of token 1
+  CHECK(kvtest::load_u16(vp.data() + 260) == 0x3C00);  // scale 1 of token 0
+  CHECK(kvtest::load_u16(vp.data() + 262) == 0x3C00);  // of token 1
+  CHECK(kvtest::load_u16(vp.data() + 256 + 8 * 15 + 6) == 0x3C00);  // scale of token 31
   // keys: token 0 is at the min (codes 0), token 1 at the max (codes 3)
   CHECK(kp[0] == std::byte{0x00});
   CHECK(kp[8] == std::byte{0xFF});

@@ -126,11 +126,11 @@ inline double error_bound(const kvcache::quant_side_format& f, const std::byte* 
     }
     case quant_scheme::kivi_channel:
     case quant_scheme::kivi_token: {
-      const std::size_t index =
+      const std::size_t at =
           f.scheme == quant_scheme::kivi_channel
-              ? static_cast<std::size_t>(t / f.group) * head_dim + c
-              : static_cast<std::size_t>(t) * (head_dim / f.group) + c / f.group;
-      const double s = f16_to_float(load_u16(page + meta + 4 * index + 2));
+              ? 4 * (static_cast<std::size_t>(t / f.group) * head_dim + c) + 2
+              : f.kivi_token_scale_offset(t, c / f.group, head_dim);
+      const double s = f16_to_float(load_u16(page + meta + at));
       return s * (0.5 + 0x1p-15) + rounding;
     }
   }
@@ -143,9 +143,11 @@ inline std::pair<float, float> kivi_min_scale(const kvcache::quant_side_format& 
                                               std::int32_t head_dim, std::int32_t t,
                                               std::int32_t c) {
   const std::size_t meta = f.metadata_offset(page_size, head_dim);
-  const std::size_t index = f.scheme == kvcache::quant_scheme::kivi_channel
-                                ? static_cast<std::size_t>(t / f.group) * head_dim + c
-                                : static_cast<std::size_t>(t) * (head_dim / f.group) + c / f.group;
+  if (f.scheme == kvcache::quant_scheme::kivi_token) {  // token-pair records (format.hpp)
+    return {f16_to_float(load_u16(page + meta + f.kivi_token_min_offset(t, c / f.group, head_dim))),
+            f16_to_float(load_u16(page + meta + f.kivi_token_scale_offset(t, c / f.group, head_dim)))};
+  }
+  const std::size_t index = static_cast<std::size_t>(t / f.group) * head_dim + c;
   return {f16_to_float(load_u16(page + meta + 4 * index)),
           f16_to_float(load_u16(page + meta + 4 * index + 2))};
 }

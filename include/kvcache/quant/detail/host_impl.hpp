@@ -117,9 +117,9 @@ inline void quantize_side_host(const quant_side_format& f, const std::uint16_t* 
           for (std::int32_t c = 0; c < f.group; ++c) {
             codes[j * f.group + c] = static_cast<std::uint8_t>(kivi_code(f16_value(xg[c]), p, max_code));
           }
-          std::byte* m = meta + 4 * (pos * static_cast<std::size_t>(groups) + static_cast<std::size_t>(j));
-          store_u16(m, p.min_bits);
-          store_u16(m + 2, p.scale_bits);
+          const auto tp = static_cast<std::int32_t>(pos);
+          store_u16(meta + f.kivi_token_min_offset(tp, j, head_dim), p.min_bits);
+          store_u16(meta + f.kivi_token_scale_offset(tp, j, head_dim), p.scale_bits);
         }
         pack_codes(codes, head_dim, f.bits, page + pos * row_bytes);
       }
@@ -222,8 +222,12 @@ inline void dequantize_side_host(const quant_side_format& f, const std::byte* pa
         if (meta_row != loaded) {
           const std::byte* m = meta + 4 * meta_row * pairs;
           for (std::size_t k = 0; k < pairs; ++k) {
-            mn[k] = f16_value(load_u16(m + 4 * k));
-            sc[k] = f16_value(load_u16(m + 4 * k + 2));
+            const auto tp = static_cast<std::int32_t>(pos);
+            const auto j = static_cast<std::int32_t>(k);
+            mn[k] = f16_value(load_u16(per_token ? meta + f.kivi_token_min_offset(tp, j, head_dim)
+                                                 : m + 4 * k));
+            sc[k] = f16_value(load_u16(per_token ? meta + f.kivi_token_scale_offset(tp, j, head_dim)
+                                                 : m + 4 * k + 2));
           }
           loaded = meta_row;
         }
