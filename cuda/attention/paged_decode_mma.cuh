@@ -152,30 +152,12 @@ struct qtraits {
   }
 };
 
-/// Whether no KIVI group {min, scale} (f16 bits, min low) of the N words w decodes its top code
-/// above the f16 maximum, so that kivi_pair needs no clamp: the f16 FMA of the top code (one
-/// rounding of the exact value) is <= 65504 exactly when the host's f32 sum clamped to 65504
-/// rounds to the same f16 (an exact value in (65504, 65520) rounds to 65504 both ways; from 65520
-/// the FMA gives inf); NaN fails the test too. Two groups per f16x2 FMA.
-template <int Bits, int N>
-__device__ __forceinline__ bool kivi_tops_ok(const unsigned (&w)[N]) {
-  static_assert(N % 2 == 0, "kivi_tops_ok: pairs of words");
-  const __half2 top = __float2half2_rn(static_cast<float>((1 << Bits) - 1));
-  const __half2 lim = __float2half2_rn(65504.0f);
-  bool ok = true;
-#pragma unroll
-  for (int i = 0; i < N; i += 2) {
-    const unsigned mn = __byte_perm(w[i], w[i + 1], 0x5410u);
-    const unsigned sc = __byte_perm(w[i], w[i + 1], 0x7632u);
-    const __half2 v = __hfma2(*reinterpret_cast<const __half2*>(&sc), top,
-                              *reinterpret_cast<const __half2*>(&mn));
-    ok = ok & __hble2(v, lim);  // no branch
-  }
-  return ok;
-}
-
-/// kivi_tops_ok for value metadata in token-pair records (format.hpp): words of two tokens'
-/// {min, min} and their {scale, scale}, one f16x2 FMA per word pair.
+/// Whether no KIVI {min, scale} of the N {min, min} words mn and their {scale, scale} words sc
+/// (f16 bits; the metadata layouts of format.hpp) decodes its top code above the f16 maximum, so
+/// that kivi_pair needs no clamp: the f16 FMA of the top code (one rounding of the exact value)
+/// is <= 65504 exactly when the host's f32 sum clamped to 65504 rounds to the same f16 (an exact
+/// value in (65504, 65520) rounds to 65504 both ways; from 65520 the FMA gives inf); NaN fails
+/// the test too. One f16x2 FMA per word pair.
 template <int Bits, int N>
 __device__ __forceinline__ bool kivi_tops_ok_split(const unsigned (&mn)[N], const unsigned (&sc)[N]) {
   const __half2 top = __float2half2_rn(static_cast<float>((1 << Bits) - 1));
@@ -365,14 +347,19 @@ struct qring {
   __device__ static constexpr int hpos(int c, int r) {
     return c ^ (((c >> 3) & 1) << 1) ^ (r & 1) ^ (((r >> 1) & 1) | (((r >> 2) & 1) << 2));
   }
-  /// KIVI key metadata: byte of 16-byte chunk c. The lanes t read their D / 16 chunks (their
-  /// dims' {min, scale}) together; in order and unpadded that is a 4-way bank conflict (2-5%
-  /// slower on the H100). KIVI-2: each lane's block is followed by 16 bytes of padding, so that
-  /// the reads are conflict-free with lane-constant addresses (the KIVI-2 loop: ~50 instructions
-  /// fewer per stage than with the XOR swizzle, 4% faster); KIVI-4 (memory-bound, 1-2% slower
-  /// padded) keeps the XOR swizzle of the chunks.
+  /// KIVI key metadata (the group's D mins, then its D scales, in pair order: format.hpp): byte of
+  /// 16-byte chunk c. Lane t reads its D / 32 chunks of mins and of scales (those of its dims)
+  /// with the other lanes t. KIVI-2: lane t's block holds its mins, then its scales, then 16 bytes
+  /// of padding, so that the reads are conflict-free with lane-constant addresses (the KIVI-2
+  /// loop: ~50 instructions fewer per stage than with the XOR swizzle, 4% faster); KIVI-4
+  /// (memory-bound, 1-2% slower padded) keeps an XOR swizzle of the chunks (conflict-free for
+  /// chunks 4 t + i of the mins and D / 8 + 4 t + i of the scales).
   __device__ static constexpr int kmeta_byte(int c) {
-    return kpad ? 16 * c + 16 * (c / (D / 16)) : 16 * (c ^ (((c >> 3) * 2) & 7));
+    if (kpad) {
+      const int arr = c / (D / 8), cc = c % (D / 8);
+      return (cc / (D / 32)) * (D + 16) + arr * (D / 2) + 16 * (cc % (D / 32));
+    }
+    return 16 * (c ^ (((c >> 3) * 2) & 7));
   }
 };
 
@@ -977,49 +964,51 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     // key {min, scale} pairs of the stage, as f16x2 per pair of the lane's K fragments; whether
     // every top code of the stage (keys and values) decodes below the f16 maximum. Lane-constant
     // offsets: lane t's block of key metadata, the lane's first key word of the overflow check.
-    static_assert(!R::kpad || R::kmeta_byte(D / 16) == 4 * T::KD + 16, "KIVI-2 key metadata blocks");
-    int kmt_off = 2 * R::codes + t * (4 * T::KD + 16);
-    int kchk_off = F == 4 ? 2 * R::codes + R::kmeta_byte((D / 32) * lane / 4) + 4 * ((D / 32) * lane % 4)
-                          : 2 * R::codes + R::kmeta_byte(lane / 4) + (lane % 4) * 4;
+    static_assert(!R::kpad || (R::kmeta_byte(D / 32) == D + 16 && R::kmeta_byte(D / 8) == D / 2),
+                  "KIVI-2 key metadata blocks: lane t's mins at t (D + 16), its scales D / 2 further");
+    // (the key words x of a lane: its D / 64 {min, min} words (D / 8 per lane block t'), at
+    // kchk_off, and their {scale, scale} words D / 2 bytes further)
+    int kmt_off = 2 * R::codes + t * (D + 16);
+    int kchk_off = 2 * R::codes + (((D / 64) * lane) / (D / 8)) * (D + 16) + 4 * (((D / 64) * lane) % (D / 8));
     unsigned kmin2[T::KD / 2], ksc2[T::KD / 2];
     auto stage_meta = [&](const unsigned char* src) -> int {
       const unsigned char* km = src + 2 * R::codes;
-      unsigned m[T::KD];
-#pragma unroll
-      for (int c = 0; c < T::KD / 4; ++c) {  // lane t's chunks t KD / 4 + c
-        const int off = R::kpad ? kmt_off + 16 * c : 2 * R::codes + R::kmeta_byte(t * (T::KD / 4) + c);
-        const uint4 x = *reinterpret_cast<const uint4*>(src + off);
-        m[4 * c] = x.x;
-        m[4 * c + 1] = x.y;
-        m[4 * c + 2] = x.z;
-        m[4 * c + 3] = x.w;
-      }
-#pragma unroll
-      for (int P = 0; P < (F == 4 ? 0 : T::KD / 2); ++P) {  // KIVI-2: kivi2_decK
-        const unsigned lo = m[T::pair_lo(P)], hi = m[T::pair_hi(P)];
-        kmin2[P] = __byte_perm(lo, hi, 0x5410u);
-        ksc2[P] = __byte_perm(lo, hi, 0x7632u);
-      }
-      // the overflow check, spread over the lanes: D / 32 key {min, scale} words and D / 64 value
-      // {min, min} words with their {scale, scale} words (token-pair records, format.hpp) each
       constexpr int VW = D / 64;
-      unsigned w[D / 32], vmn[VW], vsc[VW];
-      if constexpr (F == 4) {  // key words lane D / 32 ..; value words of record lane / 2, groups
-                               // (lane % 2) D / 64 .. (one vector each)
-        lds_words<4 * (D / 32)>(src + kchk_off, w);
+      unsigned kmn[VW], ksc[VW], vmn[VW], vsc[VW];
+      if constexpr (F == 4) {
+        // the overflow check, spread over the lanes: D / 64 key {min, min} words with their
+        // {scale, scale} words and D / 64 value {min, min} words with their {scale, scale} words
+        // (value token-pair records, format.hpp) each: record lane / 2, groups (lane % 2) D / 64 ..
+        lds_words<4 * VW>(src + kchk_off, kmn);
+        lds_words<4 * VW>(src + kchk_off + D / 2, ksc);
         const unsigned char* vr = km + R::kmeta + (lane >> 1) * (D / 4) + (lane & 1) * (D / 16);
         lds_words<4 * VW>(vr, vmn);
         lds_words<4 * VW>(vr + D / 8, vsc);
-        return kivi_tops_ok<T::bits, D / 32>(w) && kivi_tops_ok_split<T::bits, VW>(vmn, vsc) &&
+        return kivi_tops_ok_split<T::bits, VW>(kmn, ksc) && kivi_tops_ok_split<T::bits, VW>(vmn, vsc) &&
                        kivi_fold_ok<VW>(vsc)
                    ? 2
                    : 1;
       } else {
+        // KIVI-4: the key {min, min} / {scale, scale} words of the stage, per pair of the lane's
+        // K fragments (pair order, format.hpp: pair P is word P of the lane's mins and scales)
 #pragma unroll
-        for (int i = 0; i < D / 32; ++i) {  // key word x = lane + 32 i: kmeta_byte(x / 4) + 4 (x % 4)
-          const int x = lane + 32 * i;
-          w[i] = *reinterpret_cast<const unsigned*>(src + 2 * R::codes + R::kmeta_byte(x / 4) +
-                                                    (x % 4) * 4);
+        for (int c = 0; c < D / 32; ++c) {  // lane t's chunks t D / 32 + c of the mins and scales
+          const uint4 x = *reinterpret_cast<const uint4*>(km + R::kmeta_byte(t * (D / 32) + c));
+          const uint4 y = *reinterpret_cast<const uint4*>(km + R::kmeta_byte(D / 8 + t * (D / 32) + c));
+          kmin2[4 * c] = x.x;
+          kmin2[4 * c + 1] = x.y;
+          kmin2[4 * c + 2] = x.z;
+          kmin2[4 * c + 3] = x.w;
+          ksc2[4 * c] = y.x;
+          ksc2[4 * c + 1] = y.y;
+          ksc2[4 * c + 2] = y.z;
+          ksc2[4 * c + 3] = y.w;
+        }
+#pragma unroll
+        for (int i = 0; i < VW; ++i) {  // key word y = lane + 32 i of the mins / scales
+          const int y = lane + 32 * i;
+          kmn[i] = *reinterpret_cast<const unsigned*>(km + R::kmeta_byte(y / 4) + (y % 4) * 4);
+          ksc[i] = *reinterpret_cast<const unsigned*>(km + R::kmeta_byte(D / 8 + y / 4) + (y % 4) * 4);
         }
 #pragma unroll
         for (int i = 0; i < VW; ++i) {  // value {min, min} word y = lane + 32 i: record y / (D / 32)
@@ -1030,7 +1019,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         }
         // KIVI-4's mode, voted: 0 plain, 1 clamped (a top code above the f16 maximum); KIVI-2
         // (above): this lane's part of fold_check, 2 when its words allow the folded path
-        return __all_sync(0xFFFFFFFFu, kivi_tops_ok<T::bits, D / 32>(w) &&
+        return __all_sync(0xFFFFFFFFu, kivi_tops_ok_split<T::bits, VW>(kmn, ksc) &&
                                            kivi_tops_ok_split<T::bits, VW>(vmn, vsc))
                    ? 0
                    : 1;
@@ -1087,17 +1076,14 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     [[maybe_unused]] auto kivi2_decK = [&](const auto& r, const unsigned char* src, auto cl) {
       constexpr bool C = decltype(cl)::value;
       return [&r, src, kmt = kmt_off](int u, int ks, unsigned (&a)[4]) {
-        static_assert(F != 4 || (T::pair_lo(1) == T::pair_lo(0) + 1 && T::pair_hi(0) == T::pair_lo(0) + 8),
-                      "kivi2_decK: pairs 2 ks, 2 ks + 1 are words lo, lo + 1 and lo + 8, lo + 9");
-        const int lo = T::pair_lo(2 * ks);
-        unsigned wl[2], wh[2];
-        lds_words<8>(src + kmt + 4 * lo, wl);
-        lds_words<8>(src + kmt + 4 * (lo + 8), wh);
+        // pairs 2 ks, 2 ks + 1: words 2 ks, 2 ks + 1 of the lane's mins and scales (pair order)
+        unsigned mw[2], sw[2];
+        lds_words<8>(src + kmt + 8 * ks, mw);
+        lds_words<8>(src + kmt + D / 2 + 8 * ks, sw);
 #pragma unroll
         for (int jj = 0; jj < 2; ++jj) {
           const int P = 2 * ks + jj;
-          const unsigned mn = __byte_perm(wl[jj], wh[jj], 0x5410u);
-          const unsigned sc = __byte_perm(wl[jj], wh[jj], 0x7632u);
+          const unsigned mn = mw[jj], sc = sw[jj];
 #pragma unroll
           for (int j = 0; j < 2; ++j) {
             const unsigned c = code_pair<T::bits>(r[u].k[j][P / T::half], T::bits * (P % T::half));

@@ -550,11 +550,12 @@ __device__ __forceinline__ void quantize_channel_unit(const quantize_job& job, i
     key_range(~mine & 0xFFFFu, mine >> 16, mn, mx);
   }
   const kivi_params p = kivi_make_params(mn, mx, Bits);
-  const std::size_t meta_offset =
-      quant_side_format{quant_scheme::kivi_channel, Bits, G}.metadata_offset(page_size, head_dim);
-  if (k < chunks) {
-    reinterpret_cast<unsigned*>(job.page + meta_offset)[static_cast<std::size_t>(g) * head_dim + 4 * k + part] =
-        static_cast<unsigned>(p.min_bits) | (static_cast<unsigned>(p.scale_bits) << 16);
+  const quant_side_format f{quant_scheme::kivi_channel, Bits, G};
+  if (k < chunks) {  // pair order (format.hpp)
+    std::byte* meta = job.page + f.metadata_offset(page_size, head_dim);
+    const int c = 4 * k + part;
+    *reinterpret_cast<std::uint16_t*>(meta + f.kivi_channel_min_offset(g, c, head_dim)) = p.min_bits;
+    *reinterpret_cast<std::uint16_t*>(meta + f.kivi_channel_scale_offset(g, c, head_dim)) = p.scale_bits;
   }
   float cmin[4], cinv[4];
   kivi_params cp[4];
@@ -892,7 +893,12 @@ __device__ __forceinline__ bool quantize_channel_unit_fast(const quantize_job& j
   const int channel = block * 32 + 8 * c + 4 * static_cast<int>(b0) + 2 * static_cast<int>(b1) +
                       static_cast<int>(b2);
   const std::size_t meta_offset = static_cast<std::size_t>(page_size) * row_bytes;  // a multiple of 16
-  st_global(reinterpret_cast<unsigned*>(job.page + meta_offset) + g * kFastD + channel, p.meta);
+  {  // pair order (format.hpp): the channel's f16 min, and its scale 2 kFastD bytes further
+    const quant_side_format f{quant_scheme::kivi_channel, Bits, 32};
+    std::byte* m = job.page + meta_offset + f.kivi_channel_min_offset(g, channel, kFastD);
+    st_global(reinterpret_cast<unsigned short*>(m), static_cast<unsigned short>(p.meta & 0xFFFFu));
+    st_global(reinterpret_cast<unsigned short*>(m + 2 * kFastD), static_cast<unsigned short>(p.meta >> 16));
+  }
   // channel e of the chunk lives in lane c + 4 part(e), part(e) = e>>2 | (e>>1 & 1) << 1 | (e & 1) << 2
   float mn[8], inv[8];
 #pragma unroll
@@ -1009,9 +1015,31 @@ __device__ __forceinline__ void dequantize_rows(const dequantize_job& job, int r
       const int k = lane + 32 * i;
       if constexpr (per_channel) {
         // a tile of 8 rows lies in one token group (group >= 8, tiles start at multiples of 8)
+        // pair order (format.hpp): channels 4k .. 4k + 3 are 4 consecutive words' low (or high)
+        // halves in the mins and in the scales, rebuilt here as {min, scale} words
         mc[i] = make_uint4(0u, 0u, 0u, 0u);
         if (k < chunks) {
-          mc[i] = reinterpret_cast<const uint4*>(meta_base)[static_cast<std::size_t>(r0 / group) * chunks + k];
+          constexpr int w = 32 / bits;
+          const int c0 = 4 * k;
+          const int base = c0 - c0 % w;
+          const std::byte* rec = meta_base + static_cast<std::size_t>(r0 / group) * 4 * head_dim;
+          if (base + w <= head_dim) {
+            const int j0 = c0 % w;
+            const int at = base + 2 * (j0 % (w / 2));  // first position (a multiple of 8)
+            const uint4 mn = *reinterpret_cast<const uint4*>(rec + 2 * at);
+            const uint4 sc = *reinterpret_cast<const uint4*>(rec + 2 * head_dim + 2 * at);
+            const unsigned sel = j0 < w / 2 ? 0x5410u : 0x7632u;
+            mc[i] = make_uint4(__byte_perm(mn.x, sc.x, sel), __byte_perm(mn.y, sc.y, sel),
+                               __byte_perm(mn.z, sc.z, sel), __byte_perm(mn.w, sc.w, sel));
+          } else {  // a trailing partial code word: natural order
+            const auto* mh = reinterpret_cast<const std::uint16_t*>(rec);
+            unsigned x[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              x[e] = static_cast<unsigned>(mh[c0 + e]) | (static_cast<unsigned>(mh[head_dim + c0 + e]) << 16);
+            }
+            mc[i] = make_uint4(x[0], x[1], x[2], x[3]);
+          }
         }
       }
 #pragma unroll

@@ -174,7 +174,7 @@ TEST_CASE("kivi: packing is lowest bits first, metadata {min, scale} per group",
     }
   }
   std::vector<std::byte> kp(kivi2::key_page_bytes(p, d)), vp(kivi2::value_page_bytes(p, d));
-  CHECK(kp.size() == 32 * 8 + 32 * 4);  // codes [32][8 bytes], metadata [1][32] pairs
+  CHECK(kp.size() == 32 * 8 + 32 * 4);  // codes [32][8 bytes], metadata [1][{32 mins}, {32 scales}]
   CHECK(vp.size() == 32 * 8 + 32 * 4);  // codes [32][8 bytes], metadata [16][{mins}, {scales}]
   kivi2::quantize_keys(keys.data(), kp.data(), p, d, 0, p);
   kivi2::quantize_values(values.data(), vp.data(), p, d, 0, p);
@@ -189,8 +189,12 @@ TEST_CASE("kivi: packing is lowest bits first, metadata {min, scale} per group",
   // keys: token 0 is at the min (codes 0), token 1 at the max (codes 3)
   CHECK(kp[0] == std::byte{0x00});
   CHECK(kp[8] == std::byte{0xFF});
-  CHECK(kvtest::load_u16(kp.data() + 256 + 4 * 1) == kvtest::float_to_f16(1.0f));  // channel 1 min
-  CHECK(kvtest::f16_to_float(kvtest::load_u16(kp.data() + 256 + 4 * 1 + 2)) >= 4.0f / 3);
+  // per-channel metadata in pair order (2 bits: channels 0, 8, 1, 9, ... of each 16): channel 1
+  // at position 2, channel 8 at position 1, channel 17 at 16 + 2; scales after the 32 mins
+  CHECK(kvtest::load_u16(kp.data() + 256 + 2 * 2) == kvtest::float_to_f16(1.0f));  // channel 1 min
+  CHECK(kvtest::load_u16(kp.data() + 256 + 2 * 1) == kvtest::float_to_f16(0.0f));  // channel 8 min
+  CHECK(kvtest::load_u16(kp.data() + 256 + 2 * 18) == kvtest::float_to_f16(1.0f));  // channel 17
+  CHECK(kvtest::f16_to_float(kvtest::load_u16(kp.data() + 256 + 64 + 2 * 2)) >= 4.0f / 3);
   std::vector<std::uint16_t> back(keys.size());
   kivi2::dequantize_keys(kp.data(), back.data(), p, d, 0, p);
   CHECK(back == keys);  // min + 3 * scale (4.00195) rounds back to min + 4 in f16

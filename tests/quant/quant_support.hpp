@@ -126,10 +126,9 @@ inline double error_bound(const kvcache::quant_side_format& f, const std::byte* 
     }
     case quant_scheme::kivi_channel:
     case quant_scheme::kivi_token: {
-      const std::size_t at =
-          f.scheme == quant_scheme::kivi_channel
-              ? 4 * (static_cast<std::size_t>(t / f.group) * head_dim + c) + 2
-              : f.kivi_token_scale_offset(t, c / f.group, head_dim);
+      const std::size_t at = f.scheme == quant_scheme::kivi_channel
+                                 ? f.kivi_channel_scale_offset(t / f.group, c, head_dim)
+                                 : f.kivi_token_scale_offset(t, c / f.group, head_dim);
       const double s = f16_to_float(load_u16(page + meta + at));
       return s * (0.5 + 0x1p-15) + rounding;
     }
@@ -147,9 +146,8 @@ inline std::pair<float, float> kivi_min_scale(const kvcache::quant_side_format& 
     return {f16_to_float(load_u16(page + meta + f.kivi_token_min_offset(t, c / f.group, head_dim))),
             f16_to_float(load_u16(page + meta + f.kivi_token_scale_offset(t, c / f.group, head_dim)))};
   }
-  const std::size_t index = static_cast<std::size_t>(t / f.group) * head_dim + c;
-  return {f16_to_float(load_u16(page + meta + 4 * index)),
-          f16_to_float(load_u16(page + meta + 4 * index + 2))};
+  return {f16_to_float(load_u16(page + meta + f.kivi_channel_min_offset(t / f.group, c, head_dim))),
+          f16_to_float(load_u16(page + meta + f.kivi_channel_scale_offset(t / f.group, c, head_dim)))};
 }
 
 /// The code of channel c in a packed row of `bits`-bit codes.

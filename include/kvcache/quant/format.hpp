@@ -15,8 +15,9 @@
  * | `f16`            | D f16 (raw 16-bit words)         | none                                          |
  * | `int8_token`     | D int8                           | [P] f32 scale (of token t at 4 t)             |
  * | `fp8_e4m3_token` | D fp8 E4M3 bytes                 | [P] f32 scale                                 |
- * | `kivi_channel`   | D codes of `bits` bits, packed   | [P / group][D] {min f16, scale f16}: channel c |
- * |                  |                                  | of token group g at 4 (g D + c), min first    |
+ * | `kivi_channel`   | D codes of `bits` bits, packed   | [P / group] records of 4 D bytes: D f16 mins, |
+ * |                  |                                  | then D f16 scales, each in pair order         |
+ * |                  |                                  | (`kivi_channel_min_offset`)                   |
  * | `kivi_token`     | D codes of `bits` bits, packed   | [P / 2][2][D / group][2] f16: token pairs     |
  * |                  |                                  | (2i, 2i + 1) share a record of 8 D / group    |
  * |                  |                                  | bytes, the groups' mins as f16 pairs {token   |
@@ -28,6 +29,14 @@
  * tensor-core decode kernel multiplies or accumulates per token pair (its MMA operands pair
  * tokens), with no byte permutes per word (the library's paged decode attention: 3% of its
  * KIVI-2 time).
+ *
+ * kivi_channel's pair order likewise puts in one 32-bit word the mins (scales) of the two
+ * channels whose codes share the bit offset in the low and high 16 bits of one 32-bit code word:
+ * in each whole code word of w = 32 / bits channels, channel j (< w) is at position 2 (j % (w /
+ * 2)) + j / (w / 2) of the word's w positions (2 bits: channels 0, 8, 1, 9, ..., 7, 15); channels
+ * of a trailing partial word (D % w != 0) keep their order. A decoder that unpacks a code word
+ * into f16 pairs (code j, code j + w / 2) by one mask finds that pair's {min, min} and {scale,
+ * scale} as words (the paged decode attention: 2-5% of its KIVI-2 time).
  *
  * Everything here is plain data and `KVCACHE_HOST_DEVICE` arithmetic (no exceptions), so CUDA
  * code includes it.
@@ -105,6 +114,29 @@ struct quant_side_format {
       case quant_scheme::kivi_token: return 8 * ((p + 1) / 2) * (d / g);
     }
     return 0;
+  }
+  /// @brief kivi_channel: position of channel c in its record's mins (and scales), see the file
+  /// comment.
+  [[nodiscard]] KVCACHE_HOST_DEVICE constexpr std::int32_t kivi_pair_position(
+      std::int32_t c, std::int32_t head_dim) const noexcept {
+    const std::int32_t w = 32 / bits;
+    const std::int32_t base = c - c % w;
+    if (base + w > head_dim) return c;
+    const std::int32_t j = c % w;
+    return base + 2 * (j % (w / 2)) + j / (w / 2);
+  }
+  /// @brief kivi_channel: byte offset inside the metadata of the f16 min of channel c of token
+  /// group g (its scale: `kivi_channel_scale_offset`).
+  [[nodiscard]] KVCACHE_HOST_DEVICE constexpr std::size_t kivi_channel_min_offset(
+      std::int32_t g, std::int32_t c, std::int32_t head_dim) const noexcept {
+    return 4 * static_cast<std::size_t>(g) * static_cast<std::size_t>(head_dim) +
+           2 * static_cast<std::size_t>(kivi_pair_position(c, head_dim));
+  }
+  /// @brief kivi_channel: byte offset inside the metadata of the f16 scale of channel c of token
+  /// group g.
+  [[nodiscard]] KVCACHE_HOST_DEVICE constexpr std::size_t kivi_channel_scale_offset(
+      std::int32_t g, std::int32_t c, std::int32_t head_dim) const noexcept {
+    return kivi_channel_min_offset(g, c, head_dim) + 2 * static_cast<std::size_t>(head_dim);
   }
   /// @brief kivi_token: byte offset inside the metadata of the f16 min of channel group j of page
   /// position t (its scale: `kivi_token_scale_offset`). See the file comment.

@@ -136,9 +136,10 @@ inline void quantize_side_host(const quant_side_format& f, const std::uint16_t* 
           float mn, mx;
           finite_min_max(xg + c, f.group, d, mn, mx);
           p[c] = kivi_make_params(mn, mx, f.bits);
-          std::byte* m = meta + 4 * (group_index * d + c);
-          store_u16(m, p[c].min_bits);
-          store_u16(m + 2, p[c].scale_bits);
+          const auto gi = static_cast<std::int32_t>(group_index);
+          const auto ci = static_cast<std::int32_t>(c);
+          store_u16(meta + f.kivi_channel_min_offset(gi, ci, head_dim), p[c].min_bits);
+          store_u16(meta + f.kivi_channel_scale_offset(gi, ci, head_dim), p[c].scale_bits);
         }
         for (std::int32_t t = 0; t < f.group; ++t) {
           const std::uint16_t* x = xg + static_cast<std::size_t>(t) * d;
@@ -220,14 +221,14 @@ inline void dequantize_side_host(const quant_side_format& f, const std::byte* pa
         const std::size_t pos = static_cast<std::size_t>(first + t);
         const std::size_t meta_row = per_token ? pos : pos / group;
         if (meta_row != loaded) {
-          const std::byte* m = meta + 4 * meta_row * pairs;
+          const auto tp = static_cast<std::int32_t>(pos);
+          const auto gi = static_cast<std::int32_t>(meta_row);
           for (std::size_t k = 0; k < pairs; ++k) {
-            const auto tp = static_cast<std::int32_t>(pos);
             const auto j = static_cast<std::int32_t>(k);
-            mn[k] = f16_value(load_u16(per_token ? meta + f.kivi_token_min_offset(tp, j, head_dim)
-                                                 : m + 4 * k));
-            sc[k] = f16_value(load_u16(per_token ? meta + f.kivi_token_scale_offset(tp, j, head_dim)
-                                                 : m + 4 * k + 2));
+            mn[k] = f16_value(load_u16(meta + (per_token ? f.kivi_token_min_offset(tp, j, head_dim)
+                                                         : f.kivi_channel_min_offset(gi, j, head_dim))));
+            sc[k] = f16_value(load_u16(meta + (per_token ? f.kivi_token_scale_offset(tp, j, head_dim)
+                                                         : f.kivi_channel_scale_offset(gi, j, head_dim))));
           }
           loaded = meta_row;
         }
