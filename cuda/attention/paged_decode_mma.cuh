@@ -329,6 +329,13 @@ struct qring {
   __device__ static constexpr int kchunk(int c, int r) {
     return CR == 64 ? c ^ (((r >> 2) & 1) << 1) : c;
   }
+  /// KIVI-2 values (token-pair rows, format.hpp): position of 16-byte chunk c of the stage's V
+  /// codes (pair block c / (CR / 8), chunk c % (CR / 8)); CR = 32: chunks XORed by bit 1 of the
+  /// block, so that the lanes' word reads (block t, word 8 s + g) are conflict-free
+  __device__ static constexpr int vpos(int c) {
+    const int pb = c / (CR / 8), q = c % (CR / 8);
+    return pb * 2 * CR + 16 * (CR == 32 ? q ^ (((pb >> 1) & 1) << 1) : q);
+  }
   /// byte b of code row r
   __device__ static constexpr int kbyte(int r, int b) {
     return kslot(r) * CR + kchunk(b / 16, r) * 16 + b % 16;
@@ -907,10 +914,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     // lane-constant parts: code chunk lane + 32 i (row / CPR, chunk % CPR) at shared kpos[i], key
     // metadata chunk lane (< D / 4), value metadata chunk lane (< D / 4: rows 16 lane / (D / 8) ..)
     int kpos[(2 * kQTile * CPR) / 32];
+    [[maybe_unused]] int vpos[(2 * kQTile * CPR) / 32];  // KIVI-2: the V codes' (token-pair rows)
 #pragma unroll
     for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
       const int idx = lane + 32 * i;
       kpos[i] = R::kslot(idx / CPR) * CR + R::kchunk(idx % CPR, idx / CPR) * 16;
+      vpos[i] = R::vpos(idx);
     }
     // offsets inside a head page fit 32 bits (a head page is a few KB; checked at launch)
     const int kmeta_off = static_cast<int>(p.q_key_meta_offset);
@@ -932,7 +941,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
         const bool ok = pok && (lane + 32 * i) / CPR < nvalid;
         cp_async16(dst + kpos[i], hp + kin + 32 * 16 * i, ok);
-        cp_async16(dst + R::codes + kpos[i], hv + kin + 32 * 16 * i, ok);
+        if constexpr (F == 4) {  // a pair block with its first token valid is copied whole
+          const bool okv = pok && 2 * ((lane + 32 * i) / (2 * CPR)) < nvalid;
+          cp_async16(dst + R::codes + vpos[i], hv + kin + 32 * 16 * i, okv);
+        } else {
+          cp_async16(dst + R::codes + kpos[i], hv + kin + 32 * 16 * i, ok);
+        }
       }
       const std::byte* km =
           hp + static_cast<unsigned>(kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane16);
@@ -1031,16 +1045,20 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     // lane-constant shared offsets of the fragments: K row g, V rows 2t, 2t + 1 (row r + 8 m is
     // 8 m rows further: R::kbyte_shift), the V metadata of row 2t
     static_assert(R::kbyte_shift(), "KIVI gather: the offsets assume kbyte_shift");
-    // KIVI-2: V code word 2 G + g / 4 of rows 2t, 2t + 1 (+ 8 G bytes), whose byte g % 4 (byte g of
-    // group G) holds the lane's dims (vdim); the {min, scale} of all groups of row 2t
+    // KIVI-2: V codes in token-pair rows (format.hpp): word 8 s + g of pair block t (rows 2t, 2t +
+    // 1) holds byte g of value groups 2 s and 2 s + 1 (bytes 0 / 2: group 2 s of rows 2t / 2t + 1;
+    // 1 / 3: group 2 s + 1), the lane's dims (vdim): voff0 (s = 0), voff1 (s = 1; D = 128) with
+    // vpos's chunk XOR; KIVI-4: rows 2t, 2t + 1 at the lane's bytes. The {min, scale} records of
+    // rows 2t, 2t + 1
+    constexpr int vxor = CR == 32 ? 2 : 0;
     int koff = R::kbyte(g, t * T::kbytes);
-    int voff0 = R::codes + (F == 4 ? R::kbyte(2 * t, 4 * (g >> 2)) : R::kbyte(2 * t, g * T::vbytes));
+    int voff0 = R::codes + (F == 4 ? t * 2 * CR + 16 * ((g >> 2) ^ (vxor * ((t >> 1) & 1))) + 4 * (g & 3)
+                                   : R::kbyte(2 * t, g * T::vbytes));
     int voff1 =
-        R::codes + (F == 4 ? R::kbyte(2 * t + 1, 4 * (g >> 2)) : R::kbyte(2 * t + 1, g * T::vbytes));
+        R::codes + (F == 4 ? t * 2 * CR + 16 * ((2 + (g >> 2)) ^ (vxor * ((t >> 1) & 1))) + 4 * (g & 3)
+                           : R::kbyte(2 * t + 1, g * T::vbytes));
     int vmoff = 2 * R::codes + R::kmeta +
                 (2 * t * (D / 32) + (F == 4 ? 0 : (g * T::VD) / 32)) * 4;
-    // KIVI-2: byte g % 4 of two words into bytes 0 (and 1) and 2 (and 3)
-    unsigned selg = (g & 3) * 0x0011u + (4 + (g & 3)) * 0x1100u;
     auto gather = [&](qraw<D, F>& r, const unsigned char* src, int half) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
@@ -1064,12 +1082,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
         lds_words<4 * (D / 32)>(src + vmoff + (16 * u + (j & 1) + 8 * (j >> 1)) * (D / 32) * 4, m[j]);
       }
     };
-    [[maybe_unused]] auto v2_codes = [&](const unsigned char* src, int u, int G, unsigned (&w)[4]) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        w[j] = *reinterpret_cast<const unsigned*>(src + ((j & 1) ? voff1 : voff0) +
-                                                   (16 * u + 8 * (j >> 1)) * CR + 8 * G);
-      }
+    // KIVI-2: the V code word of group G for rows 2t + 16 u + 8 j, 2t + 1 + 16 u + 8 j, with the
+    // group's bytes of both rows in bits 0-7 and 16-23 (a shift by 8 for odd G)
+    [[maybe_unused]] auto v2_word = [&](const unsigned char* src, int u, int j, int G) {
+      const unsigned w = *reinterpret_cast<const unsigned*>(src + ((G >> 1) ? voff1 : voff0) +
+                                                            (8 * u + 4 * j) * 2 * CR);
+      return (G & 1) ? w >> 8 : w;
     };
     // KIVI-2 key fragments with the key pairs of k step ks read from the stage when needed (not
     // held for the whole stage: registers)
@@ -1113,9 +1131,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
             const __half2 s0 = u32_as_half2(m[1][G]), s1 = u32_as_half2(m[3][G]);
             const unsigned b0 = half2_as_u32(__hmul2(u32_as_half2(b[u][0]), s0));
             const unsigned b1 = half2_as_u32(__hmul2(u32_as_half2(b[u][1]), s1));
-            unsigned w[4];
-            v2_codes(src, u, G, w);
-            const unsigned c0 = __byte_perm(w[0], w[1], selg), c1 = __byte_perm(w[2], w[3], selg);
+            const unsigned c0 = v2_word(src, u, 0, G), c1 = v2_word(src, u, 1, G);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               const unsigned k0 = 0x00030003u << (4 * h), k1 = 0x00030003u << (4 * h + 2);
@@ -1131,14 +1147,12 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     [[maybe_unused]] auto kivi2_exact = [&](const unsigned char* src) {
       return [&, src](int u, int i, unsigned (&a)[4]) {
         const int G = i >> 1, h = i & 1;
-        unsigned w[4];
-        v2_codes(src, u, G, w);
 #pragma unroll
         for (int j = 0; j < 2; ++j) {  // token pairs (2t, 2t+1), (2t+8, 2t+9)
           const unsigned char* pm = src + vmoff + (16 * u + 8 * j) * (D / 32) * 4 + 4 * G;
           const unsigned vmin2 = *reinterpret_cast<const unsigned*>(pm);
           const unsigned vsc2 = *reinterpret_cast<const unsigned*>(pm + (D / 32) * 4);
-          const unsigned comb = __byte_perm(w[2 * j], w[2 * j + 1], selg);
+          const unsigned comb = v2_word(src, u, j, G);
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             a[2 * j + e] = kivi_pair<true>(code_pair<2>(comb, 2 * (2 * h + e)), vsc2, vmin2);
@@ -1154,9 +1168,9 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0,
                                                      const unsigned char* src_next) {
         // KIVI-2 is issue-bound; KIVI-4 is 1-2% slower with these
-        keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, selg);
+        keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16);
 #pragma unroll
-        for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) keep_in_registers(kpos[i]);
+        for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) keep_in_registers(kpos[i], vpos[i]);
         zero_odd_vmeta(src, t0);
         const bool fold = __all_sync(0xFFFFFFFFu, next_ok);
         qraw<D, F> r[2];

@@ -242,8 +242,10 @@ __device__ __forceinline__ void quantize_rows_general(const quantize_job& job,
             codes |= kivi_code(code_input(half_of(v[t][i], e)), p, max_code) << (bits * e);
           }
           const std::size_t index = static_cast<std::size_t>(r) * chunks + k;
-          if constexpr (bits == 2) {
-            reinterpret_cast<std::uint8_t*>(job.page)[index] = static_cast<std::uint8_t>(codes);
+          if constexpr (bits == 2) {  // byte k of row r (token-pair rows: format.hpp)
+            const quant_side_format f{quant_scheme::kivi_token, bits, group};
+            reinterpret_cast<std::uint8_t*>(job.page)[f.code_byte_offset(r, k, head_dim)] =
+                static_cast<std::uint8_t>(codes);
           } else {
             reinterpret_cast<std::uint16_t*>(job.page)[index] = static_cast<std::uint16_t>(codes);
           }
@@ -416,8 +418,9 @@ __device__ __forceinline__ void quantize_rows_finite(const quantize_job& job,
                                              kivi_code_finite(b.x, row_min, row_inv),
                                              kivi_code_finite(b.y, row_min, row_inv));
           const std::size_t index = static_cast<std::size_t>(r) * chunks + k;
-          if constexpr (bits == 2) {
-            reinterpret_cast<std::uint8_t*>(job.page)[index] = static_cast<std::uint8_t>(codes);
+          if constexpr (bits == 2) {  // byte k of row r (token-pair rows: format.hpp)
+            reinterpret_cast<std::uint8_t*>(job.page)[f.code_byte_offset(r, k, head_dim)] =
+                static_cast<std::uint8_t>(codes);
           } else {
             reinterpret_cast<std::uint16_t*>(job.page)[index] = static_cast<std::uint16_t>(codes);
           }
@@ -725,6 +728,9 @@ __device__ __forceinline__ unsigned pack8(const unsigned (&c)[8]) {
 
 /// Plain (weak, write-back) global stores: the pages are device memory (the intrinsics' cache
 /// hints compile to stronger stores).
+__device__ __forceinline__ void st_global(unsigned char* p, unsigned char v) {
+  asm volatile("st.global.u8 [%0], %1;" ::"l"(p), "r"(static_cast<unsigned>(v)) : "memory");
+}
 __device__ __forceinline__ void st_global(unsigned short* p, unsigned short v) {
   asm volatile("st.global.u16 [%0], %1;" ::"l"(p), "h"(v) : "memory");
 }
@@ -815,9 +821,18 @@ __device__ __forceinline__ bool quantize_token_unit_fast(const quantize_job& job
     const int from = (lane & ~3) | i;
     const float mn = __shfl_sync(kFull, p.min, from);
     const float inv = __shfl_sync(kFull, p.inv, from);
-    store_codes8<Bits>(job.page,
-                       static_cast<std::size_t>(r0 + 2 * i + h) * row_bytes + c * Bits,
-                       codes8<Bits>(v[i], mn, inv));
+    const unsigned packed = codes8<Bits>(v[i], mn, inv);
+    if constexpr (Bits == 2) {  // token-pair rows (format.hpp): bytes 2c, 2c + 1 of the row
+      const quant_side_format f{quant_scheme::kivi_token, 2, 32};
+      const int row = r0 + 2 * i + h;
+      st_global(reinterpret_cast<unsigned char*>(job.page + f.code_byte_offset(row, 2 * c, kFastD)),
+                static_cast<unsigned char>(packed & 0xFFu));
+      st_global(reinterpret_cast<unsigned char*>(job.page + f.code_byte_offset(row, 2 * c + 1, kFastD)),
+                static_cast<unsigned char>(packed >> 8));
+    } else {
+      store_codes8<Bits>(job.page, static_cast<std::size_t>(r0 + 2 * i + h) * row_bytes + c * Bits,
+                         packed);
+    }
   }
   return true;
 }
@@ -1042,16 +1057,36 @@ __device__ __forceinline__ void dequantize_rows(const dequantize_job& job, int r
           }
         }
       }
+      // 2-bit values in token-pair rows (format.hpp, head_dim % 64 == 0): one word holds byte k of
+      // both rows of a pair (a start at an odd position takes the per-byte path)
+      const bool pair_words = !per_channel && bits == 2 && head_dim % 64 == 0 && (r0 & 1) == 0;
+      if (pair_words) {
+        const auto* pw = reinterpret_cast<const unsigned char*>(job.page) +
+                         static_cast<std::size_t>(r0 / 2) * (2 * chunks) + 4 * (8 * (k / 16) + k % 8);
+        const int sh = 8 * ((k / 8) & 1);
 #pragma unroll
-      for (int t = 0; t < kTileRows; ++t) {
-        c[t][i] = 0;
-        m[t][i] = 0;
-        if (r0 + t < r1 && k < chunks) {
-          const std::size_t index = static_cast<std::size_t>(r0 + t) * chunks + k;
-          if constexpr (bits == 2) {
-            c[t][i] = reinterpret_cast<const std::uint8_t*>(job.page)[index];
-          } else {
-            c[t][i] = reinterpret_cast<const std::uint16_t*>(job.page)[index];
+        for (int t = 0; t < kTileRows; t += 2) {
+          c[t][i] = c[t + 1][i] = 0;
+          m[t][i] = m[t + 1][i] = 0;
+          if (r0 + t < r1 && k < chunks) {
+            const unsigned w = *reinterpret_cast<const unsigned*>(pw + static_cast<std::size_t>(t / 2) * (2 * chunks));
+            c[t][i] = (w >> sh) & 0xFFu;
+            c[t + 1][i] = (w >> (16 + sh)) & 0xFFu;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int t = 0; t < kTileRows; ++t) {
+          c[t][i] = 0;
+          m[t][i] = 0;
+          if (r0 + t < r1 && k < chunks) {
+            const std::size_t index = static_cast<std::size_t>(r0 + t) * chunks + k;
+            if constexpr (bits == 2) {  // byte k of the row (token-pair rows for values: format.hpp)
+              const quant_side_format fc{scheme, bits, group};
+              c[t][i] = reinterpret_cast<const std::uint8_t*>(job.page)[fc.code_byte_offset(r0 + t, k, head_dim)];
+            } else {
+              c[t][i] = reinterpret_cast<const std::uint16_t*>(job.page)[index];
+            }
           }
         }
       }

@@ -304,8 +304,9 @@ struct quant_fixture {
                 dequantize_pages_host<Q>(&dj, 1, P, D);
                 const quant_side_format& f = Q::format.side(side);
                 for (std::int32_t i = nq; i < nqq; ++i) {  // past the length: poisoned again
-                  std::memset(hp + static_cast<std::size_t>(i) * f.code_row_bytes(D), 0xFF,
-                              f.code_row_bytes(D));
+                  for (std::size_t b = 0; b < f.code_row_bytes(D); ++b) {
+                    hp[f.code_byte_offset(i, static_cast<std::int32_t>(b), D)] = std::byte{0xFF};
+                  }
                   if (f.scheme != quant_scheme::kivi_token) continue;
                   std::byte* meta = hp + f.metadata_offset(P, D);
                   for (std::int32_t j = 0; j < D / f.group; ++j) {

@@ -147,8 +147,7 @@ TEST_CASE("kivi: min, rounded-up scale, codes and packing follow the definition"
               sscale == 0.0f ? 0u
                              : static_cast<unsigned>(std::clamp(std::nearbyint((x - mn) * (1.0f / sscale)), 0.0f,
                                                                 static_cast<float>(max_code)));
-          const std::byte* row = page.data() + static_cast<std::size_t>(t) * f.code_row_bytes(d);
-          REQUIRE(kvtest::packed_code(row, c, f.bits) == expected);
+          REQUIRE(kvtest::page_code(f, page.data(), t, c, d) == expected);
         }
       }
     }
@@ -178,8 +177,22 @@ TEST_CASE("kivi: packing is lowest bits first, metadata {min, scale} per group",
   CHECK(vp.size() == 32 * 8 + 32 * 4);  // codes [32][8 bytes], metadata [16][{mins}, {scales}]
   kivi2::quantize_keys(keys.data(), kp.data(), p, d, 0, p);
   kivi2::quantize_values(values.data(), vp.data(), p, d, 0, p);
-  // values: codes 0, 1, 2, 3 per byte, lowest bits first: 0b11'10'01'00
+  // values: codes 0, 1, 2, 3 per byte, lowest bits first: 0b11'10'01'00 (8-byte rows: plain rows)
+  CHECK(!kivi2::format.value.paired_code_rows(d));
   for (std::int32_t b = 0; b < 8; ++b) CHECK(vp[static_cast<std::size_t>(b)] == std::byte{0xE4});
+  // rows of a multiple of 16 bytes (2-bit values, head_dim 64, 128, ...) are interleaved per
+  // token pair: word 8 s + x = {bytes 16 s + x, 16 s + x + 8 of token 2i, the same of token 2i + 1}
+  const quant_side_format& fv = kivi2::format.value;
+  CHECK(fv.paired_code_rows(128));
+  CHECK(fv.code_byte_offset(0, 0, 128) == 0);
+  CHECK(fv.code_byte_offset(0, 8, 128) == 1);
+  CHECK(fv.code_byte_offset(1, 0, 128) == 2);
+  CHECK(fv.code_byte_offset(1, 8, 128) == 3);
+  CHECK(fv.code_byte_offset(0, 1, 128) == 4);
+  CHECK(fv.code_byte_offset(0, 16, 128) == 32);
+  CHECK(fv.code_byte_offset(3, 31, 128) == 64 + 4 * 15 + 1 + 2);
+  CHECK(fv.metadata_offset(33, 128) == 34 * 32);  // an odd page holds a last pair
+  CHECK(!kivi4::format.value.paired_code_rows(128));
   // per-token metadata in token-pair records: {min t0, min t1}, {scale t0, scale t1} (1 group)
   CHECK(kvtest::load_u16(vp.data() + 256) == 0x0000);  // min 0 of token 0
   CHECK(kvtest::load_u16(vp.data() + 258) == 0x0000);  // of token 1

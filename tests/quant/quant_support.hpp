@@ -156,4 +156,13 @@ inline unsigned packed_code(const std::byte* row, std::int32_t c, int bits) {
   return (static_cast<unsigned>(row[c / per_byte]) >> ((c % per_byte) * bits)) & ((1u << bits) - 1u);
 }
 
+/// The code of channel c of token t in a head page of format f (code_byte_offset: token-pair rows
+/// of 2-bit kivi_token included).
+inline unsigned page_code(const kvcache::quant_side_format& f, const std::byte* page, std::int32_t t,
+                          std::int32_t c, std::int32_t head_dim) {
+  const int per_byte = 8 / f.bits;
+  const auto b = static_cast<unsigned>(page[f.code_byte_offset(t, c / per_byte, head_dim)]);
+  return (b >> ((c % per_byte) * f.bits)) & ((1u << f.bits) - 1u);
+}
+
 }  // namespace kvtest

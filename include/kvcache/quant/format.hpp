@@ -8,7 +8,14 @@
  * keys or values. Its bytes: the codes at offset 0, the metadata at `metadata_offset` (a multiple
  * of 16), the whole `page_bytes` (a multiple of 16). Codes are token-major rows of
  * `code_row_bytes` bytes; packed codes (2 and 4 bits) are stored lowest bits first: channel c of
- * a row is in byte c * bits / 8 at bit (c % (8 / bits)) * bits.
+ * a row is in byte c * bits / 8 at bit (c % (8 / bits)) * bits. Byte b of token t's row is at
+ * `code_byte_offset(t, b)`: t * code_row_bytes + b, except for 2-bit `kivi_token` codes with rows
+ * of a multiple of 16 bytes (KIVI-2 values, head_dim a multiple of 64), whose rows are
+ * interleaved per token pair: the 2 R bytes of tokens 2i, 2i + 1 (R = code_row_bytes) are R / 2
+ * words, word 8 s + x (x < 8) = {byte 16 s + x of token 2i, byte 16 s + x + 8 of token 2i, the
+ * same two bytes of token 2i + 1} (odd P: the last pair's second halves are padding). A decoder
+ * of the values as tensor-core operands, which pair two tokens per 32-bit register, then masks
+ * the codes of both tokens out of one word (the paged decode attention: 5% of its KIVI-2 time).
  *
  * | scheme           | codes (row of token t)           | metadata                                      |
  * | ---------------- | -------------------------------- | --------------------------------------------- |
@@ -95,10 +102,25 @@ struct quant_side_format {
       std::int32_t head_dim) const noexcept {
     return static_cast<std::size_t>(head_dim) * static_cast<std::size_t>(bits) / 8;
   }
+  /// @brief Whether code rows are interleaved per token pair (2-bit kivi_token, rows of a
+  /// multiple of 16 bytes; see the file comment).
+  [[nodiscard]] KVCACHE_HOST_DEVICE constexpr bool paired_code_rows(
+      std::int32_t head_dim) const noexcept {
+    return scheme == quant_scheme::kivi_token && bits == 2 && code_row_bytes(head_dim) % 16 == 0;
+  }
+  /// @brief Byte offset in a head page of byte b of token t's code row (see the file comment).
+  [[nodiscard]] KVCACHE_HOST_DEVICE constexpr std::size_t code_byte_offset(
+      std::int32_t t, std::int32_t b, std::int32_t head_dim) const noexcept {
+    const std::size_t r = code_row_bytes(head_dim);
+    if (!paired_code_rows(head_dim)) return static_cast<std::size_t>(t) * r + static_cast<std::size_t>(b);
+    return static_cast<std::size_t>(t / 2) * 2 * r + 4 * static_cast<std::size_t>(8 * (b / 16) + b % 8) +
+           static_cast<std::size_t>((b % 16) / 8) + 2 * static_cast<std::size_t>(t % 2);
+  }
   /// @brief Byte offset of the metadata in a head page: the codes, rounded up to 16 bytes.
   [[nodiscard]] KVCACHE_HOST_DEVICE constexpr std::size_t metadata_offset(
       std::int32_t page_size, std::int32_t head_dim) const noexcept {
-    return (static_cast<std::size_t>(page_size) * code_row_bytes(head_dim) + 15) / 16 * 16;
+    const std::int32_t rows = paired_code_rows(head_dim) ? (page_size + 1) / 2 * 2 : page_size;
+    return (static_cast<std::size_t>(rows) * code_row_bytes(head_dim) + 15) / 16 * 16;
   }
   /// @brief Bytes of metadata of a head page (no padding).
   [[nodiscard]] KVCACHE_HOST_DEVICE constexpr std::size_t metadata_bytes(

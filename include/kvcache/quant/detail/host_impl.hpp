@@ -121,7 +121,16 @@ inline void quantize_side_host(const quant_side_format& f, const std::uint16_t* 
           store_u16(meta + f.kivi_token_min_offset(tp, j, head_dim), p.min_bits);
           store_u16(meta + f.kivi_token_scale_offset(tp, j, head_dim), p.scale_bits);
         }
-        pack_codes(codes, head_dim, f.bits, page + pos * row_bytes);
+        if (f.paired_code_rows(head_dim)) {  // token-pair rows (format.hpp)
+          std::byte packed[quant_max_head_dim];
+          pack_codes(codes, head_dim, f.bits, packed);
+          for (std::size_t b = 0; b < row_bytes; ++b) {
+            page[f.code_byte_offset(static_cast<std::int32_t>(pos), static_cast<std::int32_t>(b), head_dim)] =
+                packed[b];
+          }
+        } else {
+          pack_codes(codes, head_dim, f.bits, page + pos * row_bytes);
+        }
       }
       return;
     }
@@ -232,7 +241,14 @@ inline void dequantize_side_host(const quant_side_format& f, const std::byte* pa
           }
           loaded = meta_row;
         }
+        std::byte paired[quant_max_head_dim];
         const std::byte* code_row = page + pos * row_bytes;
+        if (f.paired_code_rows(head_dim)) {  // token-pair rows (format.hpp)
+          for (std::size_t b = 0; b < row_bytes; ++b) {
+            paired[b] = page[f.code_byte_offset(static_cast<std::int32_t>(pos), static_cast<std::int32_t>(b), head_dim)];
+          }
+          code_row = paired;
+        }
         std::uint16_t* y = rows + static_cast<std::size_t>(t) * d;
         for (std::size_t c = 0; c < d; ++c) {
           const std::size_t k = per_token ? c / group : c;
