@@ -1057,8 +1057,9 @@ __device__ __forceinline__ void dequantize_rows(const dequantize_job& job, int r
           }
         }
       }
-      // 2-bit values in token-pair rows (format.hpp, head_dim % 64 == 0): one word holds byte k of
-      // both rows of a pair (a start at an odd position takes the per-byte path)
+      // 2-bit values in token-pair rows (format.hpp, head_dim % 64 == 0): byte k of both rows of a
+      // pair are bytes 0 and 2 (or 1 and 3) of one word (a start at an odd position takes the
+      // per-row path)
       const bool pair_words = !per_channel && bits == 2 && head_dim % 64 == 0 && (r0 & 1) == 0;
       if (pair_words) {
         const auto* pw = reinterpret_cast<const unsigned char*>(job.page) +
@@ -1069,9 +1070,10 @@ __device__ __forceinline__ void dequantize_rows(const dequantize_job& job, int r
           c[t][i] = c[t + 1][i] = 0;
           m[t][i] = m[t + 1][i] = 0;
           if (r0 + t < r1 && k < chunks) {
-            const unsigned w = *reinterpret_cast<const unsigned*>(pw + static_cast<std::size_t>(t / 2) * (2 * chunks));
-            c[t][i] = (w >> sh) & 0xFFu;
-            c[t + 1][i] = (w >> (16 + sh)) & 0xFFu;
+            // (two byte loads: 0.79 / 0.78 of the copy rate; one word load and shifts: 0.73)
+            const unsigned char* q = pw + static_cast<std::size_t>(t / 2) * (2 * chunks) + sh / 8;
+            c[t][i] = q[0];
+            c[t + 1][i] = q[2];
           }
         }
       } else {
