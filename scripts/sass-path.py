@@ -75,7 +75,7 @@ def main():
         hist[re.sub(r"^@!?U?P\w+\s+", "", t).split()[0]] += 1
         n += 1
         nxt = body[index[pc] + 1][0] if index[pc] + 1 < len(body) else hi + 1
-        m = re.match(r"(@!?P\d\s+)?BRA(\.DIV)?\s+(?:UR\d+, )?(0x[0-9a-f]+)", t)
+        m = re.match(r"(@!?P\d\s+)?BRA(\.DIV)?\s+(?:UR\d+, |!?P\d, )?(0x[0-9a-f]+)", t)
         if m and not m.group(2):
             tgt = int(m.group(3), 16)
             if tgt < pc:

@@ -39,6 +39,10 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   const int size = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(size));
 }
+/// 16 bytes from gmem to the shared-window address s (no predicate: a whole stage's copies).
+__device__ __forceinline__ void cp_async16_s(unsigned s, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
 /// 16 bytes into shared memory of which the first `bytes` (0..16) come from gmem, the rest zeros.
 __device__ __forceinline__ void cp_async16n(void* smem, const void* gmem, int bytes) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));

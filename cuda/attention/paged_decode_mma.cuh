@@ -926,6 +926,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     const int vmeta_off = static_cast<int>(p.q_value_meta_offset);
     int kmeta_dst = 2 * R::codes + R::kmeta_byte(lane);  // key metadata chunk lane
     int lane16 = 16 * lane;
+    [[maybe_unused]] unsigned ring_s = static_cast<unsigned>(__cvta_generic_to_shared(ring));
     auto issue = [&](int t0, int page, int st) {
       unsigned char* dst = ring + st * R::stage;
       const int nvalid = min(2 * kQTile, qend - t0);
@@ -937,6 +938,25 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
                            static_cast<std::uint64_t>(p.q_page_bytes);
       const std::byte* hv = hp + p.q_v_offset;  // the value head page
       const unsigned kin = static_cast<unsigned>(pos0 * CR + lane16);
+      const std::byte* km =
+          hp + static_cast<unsigned>(kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane16);
+      const std::byte* vm = hv + static_cast<unsigned>(vmeta_off + pos0 * (D / 8) + lane16);
+      if constexpr (F == 4) {
+        if (nvalid == 2 * kQTile && pok) {  // a whole stage (KIVI-2, issue-bound): no predicates,
+                                            // shared-window addresses kept from before the loop
+          const unsigned sd = ring_s + st * R::stage;
+#pragma unroll
+          for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
+            cp_async16_s(sd + kpos[i], hp + kin + 32 * 16 * i);
+            cp_async16_s(sd + R::codes + vpos[i], hv + kin + 32 * 16 * i);
+          }
+          if (lane < D / 4) {
+            cp_async16_s(sd + kmeta_dst, km);
+            cp_async16_s(sd + 2 * R::codes + R::kmeta + lane16, vm);
+          }
+          return;
+        }
+      }
 #pragma unroll
       for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) {
         const bool ok = pok && (lane + 32 * i) / CPR < nvalid;
@@ -948,8 +968,6 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
           cp_async16(dst + R::codes + kpos[i], hv + kin + 32 * 16 * i, ok);
         }
       }
-      const std::byte* km =
-          hp + static_cast<unsigned>(kmeta_off + (pos0 >> p.key_group_shift) * D * 4 + lane16);
       static_assert(D / 4 <= 32, "KIVI key metadata: a chunk per lane");
       if (lane < D / 4) cp_async16(dst + kmeta_dst, km, pok);
       // value metadata: records of token pairs (format.hpp), D / 4 bytes each (D = 128: two chunks
@@ -957,8 +975,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       // invalid second token are zeroed before the stage is used (zero_odd_vmeta).
       if (lane < D / 4) {
         const int nb = pok && 2 * ((lane * 64) / D) < nvalid ? 16 : 0;  // the record's first token
-        cp_async16n(dst + 2 * R::codes + R::kmeta + lane16,
-                    hv + static_cast<unsigned>(vmeta_off + pos0 * (D / 8) + lane16), nb);
+        cp_async16n(dst + 2 * R::codes + R::kmeta + lane16, vm, nb);
       }
     };
     // A stage that ends inside a token pair (an odd number of valid tokens) has the pair record of
@@ -1168,7 +1185,7 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
       ring_loop(2 * kQTile, nqp, pair_of, issue, [&](const unsigned char* src, int t0,
                                                      const unsigned char* src_next) {
         // KIVI-2 is issue-bound; KIVI-4 is 1-2% slower with these
-        keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16);
+        keep_in_registers(koff, voff0, voff1, vmoff, kmt_off, kchk_off, kmeta_dst, lane16, ring_s);
 #pragma unroll
         for (int i = 0; i < (2 * kQTile * CPR) / 32; ++i) keep_in_registers(kpos[i], vpos[i]);
         zero_odd_vmeta(src, t0);
