@@ -15,8 +15,11 @@
 //           tile by 3 shuffles, running sums kept per lane and reduced at the end.
 //   P V     O^T[dim][head] += V^T[dim][token] . P^T[token][head]: the head dim as M (D / 16
 //           tiles), the tile's tokens as K, heads as N. Lane (g, t) holds V^T fragments of dims
-//           [g D/8, (g+1) D/8) x tokens 2t, 2t+1, 2t+8, 2t+9; P^T comes from the score
-//           accumulators through 4 shuffles.
+//           [g D/8, (g+1) D/8) x tokens 2t, 2t+1, 2t+8, 2t+9 (KIVI-2: the dims of qtraits::vdim);
+//           P^T comes from the score accumulators through 4 shuffles.
+// The KIVI page formats (quant/format.hpp) store what one 32-bit operand register pairs in one
+// word: key mins / scales in pair order (dims k, k + half of a code word), value mins / scales in
+// token-pair records, KIVI-2 value codes in token-pair rows.
 // Every warp streams its tiles through its own ring of raw stages in shared memory (cp.async,
 // qring below; page ids read a unit ahead): f16 and 8-bit stages of one 16-token tile, KIVI
 // stages of 32 tokens (one page, one key group, processed as two tiles). The plan's split should
@@ -31,7 +34,8 @@
 //     every value scale of the tile is in [2^-12, 65504 / 2^12]: then p <= p x scale x 2^12 <=
 //     65504, no overflow and no more f16 underflow than p itself would have. Other tiles take
 //     f16(code x scale) values and probabilities x 2^12.
-//   KIVI: host f16(min(min + code * scale, 65504)) with f32 arithmetic (code * scale exact). The
+//   KIVI (keys; KIVI-4 values; KIVI-2 values outside the folded path, see kivi2_values): host
+//     f16(min(min + code * scale, 65504)) with f32 arithmetic (code * scale exact). The
 //     codes become f16 (1024 + code) pairs with one LOP3 and are taken out exact by one f16 FMA;
 //     one more f16 FMA (a single rounding of the exact min + code * scale) gives the host's f16
 //     bits except in rare double-rounding cases of the host's f32 sum (one ulp). A stage whose
