@@ -86,9 +86,12 @@ struct kivi_name {
  *
  * **Pages.** A key group never straddles two pages: `validate` requires page_size % Group == 0
  * (keys per channel) and head_dim % Group == 0 (values, and keys per token). Byte layout (P =
- * page_size, D = head_dim, see format.hpp): codes `[P][D * Bits / 8]` packed lowest bits first,
- * then at align16(P * D * Bits / 8) the metadata: keys `[P / Group][D]` {min, scale} f16 pairs,
- * values `[P][D / Group]` {min, scale} f16 pairs. Bytes per token and head at Group 32:
+ * page_size, D = head_dim, see format.hpp): codes `[P][D * Bits / 8]` packed lowest bits first
+ * (2-bit values with D % 64 == 0: rows interleaved per token pair, `code_byte_offset`), then at
+ * `metadata_offset` the metadata: keys `[P / Group]` records of D f16 mins then D f16 scales in
+ * pair order (`kivi_channel_min_offset`), values `[P / 2]` token-pair records of {min, min} then
+ * {scale, scale} words per channel group (`kivi_token_min_offset`). Bytes per token and head at
+ * Group 32:
  * D * Bits / 8 + 4 * D / 32 for each of K and V (KIVI-2, D = 128: 48 + 48 = 96 bytes, 0.1875 of
  * f16's 512).
  *
