@@ -288,10 +288,11 @@ struct qraw<D, F> {
 /// 8-bit formats, a stage = one 16-token tile: K codes [16][D], V codes [16][D] (16-byte chunk c of
 /// row r at position c ^ (r % CH): conflict-free fragment reads), then the 16 K and the 16 V f32
 /// scales.
-/// KIVI, a stage = 32 tokens (two tiles) of one page and one key group: K codes [32][CR], V codes
-/// [32][CR] (row r in slot kslot(r), chunks permuted by kchunk: conflict-free fragment reads of
-/// both), the group's key {min, scale} [D] (16-byte chunk c at byte kmeta_byte(c)), the value {min,
-/// scale} [32][D / 32].
+/// KIVI, a stage = 32 tokens (two tiles) of one page and one key group: K codes [32][CR] (row r in
+/// slot kslot(r), chunks permuted by kchunk: conflict-free fragment reads), V codes likewise
+/// (KIVI-4) or as the page's token-pair rows with vpos's chunk order (KIVI-2), the group's key
+/// mins and scales in pair order (16-byte chunk c at byte kmeta_byte(c)), the value {min, min} /
+/// {scale, scale} records of the 16 token pairs (format.hpp).
 #ifndef KVCACHE_F16_MMA_STAGES
 #define KVCACHE_F16_MMA_STAGES 3  // f16 pages on the tensor cores: stages per warp
 #endif
@@ -915,8 +916,9 @@ __global__ void __launch_bounds__(kThreads, (qring<D, F>::min_blocks))
     constexpr int CPR = CR / 16;  // chunks per code row
     const int nqp = qend > start ? (qend - start + 2 * kQTile - 1) / (2 * kQTile) : 0;
     auto pair_of = [&](int j) { return 4 * j + warp; };
-    // lane-constant parts: code chunk lane + 32 i (row / CPR, chunk % CPR) at shared kpos[i], key
-    // metadata chunk lane (< D / 4), value metadata chunk lane (< D / 4: rows 16 lane / (D / 8) ..)
+    // lane-constant parts: code chunk lane + 32 i (row / CPR, chunk % CPR) at shared kpos[i] (and
+    // the KIVI-2 V chunk at vpos[i]), key metadata chunk lane (< D / 4), value metadata chunk lane
+    // (< D / 4: token-pair record 64 lane / D)
     int kpos[(2 * kQTile * CPR) / 32];
     [[maybe_unused]] int vpos[(2 * kQTile * CPR) / 32];  // KIVI-2: the V codes' (token-pair rows)
 #pragma unroll

@@ -690,7 +690,7 @@ __device__ __forceinline__ unsigned hmin_nan(unsigned a, unsigned b) {
 struct kivi_fast_params {
   float min;      ///< the group's min, -0 made +0
   float inv;      ///< 1 / scale in f32 (0 for a constant group)
-  unsigned meta;  ///< {min, scale} f16 bits: the metadata word
+  unsigned meta;  ///< {min, scale} f16 bits (stored as two halves: format.hpp's layouts)
 };
 template <int Bits>
 __device__ __forceinline__ kivi_fast_params kivi_params_finite(unsigned w) {
@@ -808,7 +808,8 @@ __device__ __forceinline__ bool quantize_token_unit_fast(const quantize_job& job
   const unsigned mine = hmin_nan(b ? k1 : k0, __shfl_xor_sync(kFull, b ? k0 : k1, 2));        // row q
   if (__any_sync(kFull, (non_finite2(mine) & kNonFinite) != 0)) return false;
   const kivi_fast_params p = kivi_params_finite<Bits>(mine);
-  const std::size_t meta_offset = static_cast<std::size_t>(page_size) * row_bytes;  // a multiple of 16
+  const std::size_t meta_offset =
+      quant_side_format{quant_scheme::kivi_token, Bits, 32}.metadata_offset(page_size, kFastD);
   // token-pair records (format.hpp): rows 2q (lane h = 0) and 2q + 1 (h = 1, lane + 16) meet; h = 0
   // stores the pair's {min, min} word of group c / 4, h = 1 its {scale, scale} word
   const unsigned other = __shfl_xor_sync(kFull, p.meta, 16);
@@ -1322,7 +1323,8 @@ template <class KF, class VF>
 cudaError_t launch_quantize_kivi_fast(const quantize_job* jobs, int n, int page_size,
                                       quant_status* status, cudaStream_t stream) {
   static const int occupancy = blocks_per_sm(quantize_kivi_fast_kernel<KF, VF>);
-  // page_size % 32 == 0: 8-row tiles and (group, 32-channel block) units are as many
+  // page_size % 32 == 0 (launch_quantize_pages takes the generic kernel otherwise): 8-row tiles
+  // and (group, 32-channel block) units are as many
   const int units = page_size / kTileRows;
   int grid = 0;
   if (const cudaError_t e = grid_size(static_cast<long long>(n) * units, occupancy, grid);
@@ -1410,7 +1412,7 @@ cudaError_t launch_quantize_pages(const quant_format& f, const quantize_job* job
   cudaError_t result = cudaErrorNotSupported;
   dispatch_format(f, [&]<class KF, class VF>(KF, VF) {
     if constexpr (fast_kivi_formats<KF, VF>()) {
-      if (head_dim == kFastD) {
+      if (head_dim == kFastD && page_size % 32 == 0) {  // (its 8-row tiles and 32-token units)
         result = launch_quantize_kivi_fast<KF, VF>(jobs, n, page_size, status, stream);
         return;
       }

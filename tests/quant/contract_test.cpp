@@ -99,7 +99,9 @@ TEMPLATE_LIST_TEST_CASE("quantizer: page bytes follow the documented layout",
     }
     for (kv_side side : {kv_side::key, kv_side::value}) {
       const quant_side_format& f = Q::format.side(side);
-      const std::size_t codes = static_cast<std::size_t>(p) * d * f.bits / 8;
+      // (2-bit per-token rows of a multiple of 16 bytes come in token pairs: an even count)
+      const std::int32_t rows = f.paired_code_rows(d) ? (p + 1) / 2 * 2 : p;
+      const std::size_t codes = static_cast<std::size_t>(rows) * d * f.bits / 8;
       std::size_t meta = 0;
       if (f.scheme == quant_scheme::int8_token || f.scheme == quant_scheme::fp8_e4m3_token) {
         meta = 4 * static_cast<std::size_t>(p);

@@ -72,8 +72,9 @@ enum class inject { none, non_finite, bad_job };
 /// One batch: quantize on both sides, compare pages and status; then dequantize on both sides
 /// (whole quantized ranges and sub-ranges), compare rows.
 template <class Q>
-void run_case(std::int32_t head_dim, std::int32_t num_pages, std::uint64_t seed, inject what) {
-  const std::int32_t p = kvtest::page_size_for<Q>();
+void run_case(std::int32_t head_dim, std::int32_t num_pages, std::uint64_t seed, inject what,
+              std::int32_t page_size = 0) {
+  const std::int32_t p = page_size > 0 ? page_size : kvtest::page_size_for<Q>();
   INFO(Q::name << " head_dim " << head_dim << " page_size " << p << " pages " << num_pages
                << " seed " << seed << " inject " << static_cast<int>(what));
   std::mt19937_64 rng(seed);
@@ -255,6 +256,18 @@ TEMPLATE_LIST_TEST_CASE("quantize_pages_cuda / dequantize_pages_cuda match the h
   }
   // several grid-stride rounds
   run_case<Q>(128, 1024, ++seed, inject::none);
+}
+
+TEST_CASE("quantize_pages_cuda / dequantize_pages_cuda on pages of odd and non-multiple-of-32 "
+          "sizes match the host", "[quant][gpu]") {
+  // per-token KIVI (token group 1) takes any page size: an odd one ends in half a token pair of
+  // the value rows and metadata records (format.hpp); head_dim 128 is the fast kernels' shape
+  std::uint64_t seed = kvtest::seed() + 101;
+  for (std::int32_t p : {33, 40, 1}) {
+    for (std::int32_t head_dim : {128, 64}) {
+      run_case<kivi2_token_keys>(head_dim, 9, ++seed, inject::none, p);
+    }
+  }
 }
 
 TEMPLATE_LIST_TEST_CASE("quantize_pages_cuda: non-finite input is flagged like the host's",
