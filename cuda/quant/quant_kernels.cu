@@ -908,10 +908,9 @@ __device__ __forceinline__ bool quantize_channel_unit_fast(const quantize_job& j
   const kivi_fast_params p = kivi_params_finite<Bits>(mine);
   const int channel = block * 32 + 8 * c + 4 * static_cast<int>(b0) + 2 * static_cast<int>(b1) +
                       static_cast<int>(b2);
-  const std::size_t meta_offset = static_cast<std::size_t>(page_size) * row_bytes;  // a multiple of 16
   {  // pair order (format.hpp): the channel's f16 min, and its scale 2 kFastD bytes further
     const quant_side_format f{quant_scheme::kivi_channel, Bits, 32};
-    std::byte* m = job.page + meta_offset + f.kivi_channel_min_offset(g, channel, kFastD);
+    std::byte* m = job.page + f.metadata_offset(page_size, kFastD) + f.kivi_channel_min_offset(g, channel, kFastD);
     st_global(reinterpret_cast<unsigned short*>(m), static_cast<unsigned short>(p.meta & 0xFFFFu));
     st_global(reinterpret_cast<unsigned short*>(m + 2 * kFastD), static_cast<unsigned short>(p.meta >> 16));
   }
@@ -1061,7 +1060,8 @@ __device__ __forceinline__ void dequantize_rows(const dequantize_job& job, int r
       // 2-bit values in token-pair rows (format.hpp, head_dim % 64 == 0): byte k of both rows of a
       // pair are bytes 0 and 2 (or 1 and 3) of one word (a start at an odd position takes the
       // per-row path)
-      const bool pair_words = !per_channel && bits == 2 && head_dim % 64 == 0 && (r0 & 1) == 0;
+      const quant_side_format fc{scheme, bits, group};
+      const bool pair_words = fc.paired_code_rows(head_dim) && (r0 & 1) == 0;
       if (pair_words) {
         const auto* pw = reinterpret_cast<const unsigned char*>(job.page) +
                          static_cast<std::size_t>(r0 / 2) * (2 * chunks) + 4 * (8 * (k / 16) + k % 8);
@@ -1085,7 +1085,6 @@ __device__ __forceinline__ void dequantize_rows(const dequantize_job& job, int r
           if (r0 + t < r1 && k < chunks) {
             const std::size_t index = static_cast<std::size_t>(r0 + t) * chunks + k;
             if constexpr (bits == 2) {  // byte k of the row (token-pair rows for values: format.hpp)
-              const quant_side_format fc{scheme, bits, group};
               c[t][i] = reinterpret_cast<const std::uint8_t*>(job.page)[fc.code_byte_offset(r0 + t, k, head_dim)];
             } else {
               c[t][i] = reinterpret_cast<const std::uint16_t*>(job.page)[index];
